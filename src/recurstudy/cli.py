@@ -1,0 +1,86 @@
+"""The `recurstudy` command: simulate a cohort, validate, derive (what the workflow's rules call)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import fields
+
+from recurstudy.simulate import PRESETS, SimulationParams, write_cohort
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    values = dict(PRESETS[args.preset]) if args.preset else {}
+    for f in fields(SimulationParams):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    params = SimulationParams(**values)
+    argv = ["recurstudy", "simulate", *sys.argv[2:]] if args.record_argv is None else None
+    command = shlex.join(argv) if argv else args.record_argv
+    write_cohort(params, args.out, command=command)
+    print(f"wrote a cohort of {params.n} participants (seed {params.seed}) to {args.out}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from recurstudy.validate import main_validate
+
+    return main_validate(args.config, args.out, args.clean, base_dir=args.directory)
+
+
+def _derive(args: argparse.Namespace) -> int:
+    from recurstudy.derive import main_derive
+
+    return main_derive(args.config, args.clean, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `recurstudy` console script."""
+    parser = argparse.ArgumentParser(prog="recurstudy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="write a synthetic cohort in the data contract's format")
+    sim.add_argument("--out", required=True, help="output folder")
+    sim.add_argument("--preset", choices=sorted(PRESETS), help="named parameter set")
+    for f in fields(SimulationParams):
+        if f.type in ("int", "float"):
+            sim.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                type=int if f.type == "int" else float,
+                help=f"default {f.default}",
+            )
+    sim.add_argument("--record-argv", default=None, help=argparse.SUPPRESS)
+    sim.set_defaults(func=_simulate)
+
+    val = sub.add_parser("validate", help="validate the cohort tables named in a config")
+    val.add_argument("--config", required=True)
+    val.add_argument("--out", default="results/validation", help="report folder")
+    val.add_argument("--clean", default="results/validated", help="folder for the clean tables")
+    val.add_argument("--directory", default=".", help="folder the data paths are relative to")
+    val.set_defaults(func=_validate)
+
+    der = sub.add_parser("derive", help="derive the analysis datasets from validated tables")
+    der.add_argument("--config", required=True)
+    der.add_argument("--clean", default="results/validated")
+    der.add_argument("--out", default="results/analysis")
+    der.set_defaults(func=_derive)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    from recurstudy.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"recurstudy: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Load and validate the study configuration (config/config.yaml against config/schema.yaml).
+
+Snakemake validates the same file with the same schema (`snakemake.utils.validate`), so the
+workflow and the library see identical defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing or does not match config/schema.yaml."""
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate `config` in place against the schema, filling in defaults; return it."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(SCHEMA_PATH), set_default=True)
+    except WorkflowError as exc:  # its message names the offending key
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    for key in config.get("adjust_for", []):
+        if key not in config.get("covariates", {}):
+            raise ConfigError(
+                f"invalid configuration: adjust_for names '{key}', which is not declared under "
+                "covariates:"
+            )
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file, validate it and fill in defaults."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys")
+    return validate_config(config)
