@@ -6,3 +6,4 @@
 include: "workflow/rules/common.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/derive.smk"
+include: "workflow/rules/models.smk"

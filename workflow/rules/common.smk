@@ -24,4 +24,5 @@ def data_inputs(wildcards=None):
 rule all:
     input:
         expand("results/analysis/{name}.parquet", name=ANALYSIS),
+        "results/estimates.csv",
     default_target: True

@@ -1,0 +1,183 @@
+"""The contract every model follows: a spec in, one tidy result format out.
+
+A model is a class registered under a `kind` (the config's ``kind:``) with a ``fit`` method that
+takes the analysis datasets it declares and returns a :class:`ModelResult`. Its tidy table has the
+columns of :data:`TIDY_COLUMNS` (estimates on the log scale, as lifelines' ``summary`` and
+statsmodels' results do); model-specific extras (survival tables, tests, dispersion) are further
+tidy frames written beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+TIDY_COLUMNS = [
+    "model",
+    "term",
+    "estimate",
+    "std_error",
+    "robust",
+    "statistic",
+    "p_value",
+    "conf_low",
+    "conf_high",
+    "exp_estimate",
+    "exp_conf_low",
+    "exp_conf_high",
+    "n_participants",
+    "n_events",
+    "log_likelihood",
+    "converged",
+    "message",
+]
+
+INTERVENTION_TERM = "arm[T.{label}]"
+
+
+@dataclass
+class ModelSpec:
+    """One configured model: its name, kind, right-hand side of the formula and options."""
+
+    name: str
+    kind: str
+    formula: str = "arm"
+    options: dict[str, Any] = field(default_factory=dict)
+    arms: dict[str, str] = field(
+        default_factory=lambda: {"control": "control", "intervention": "intervention"}
+    )
+    conf_level: float = 0.95
+
+    @property
+    def intervention_term(self) -> str:
+        """The formula libraries' name of the intervention coefficient, e.g. arm[T.intervention]."""
+        return INTERVENTION_TERM.format(label=self.arms["intervention"])
+
+
+@dataclass
+class ModelResult:
+    """What a fit returns: the tidy table, named extra tables, and whether it converged."""
+
+    table: pd.DataFrame
+    extras: dict[str, pd.DataFrame] = field(default_factory=dict)
+    converged: bool = True
+    message: str = ""
+
+
+class Model:
+    """Base class of all models. Subclasses set `kind`, `datasets` and implement `fit`.
+
+    `datasets` names the inputs ``fit`` receives as keyword arguments: any of the analysis
+    datasets (``first_episode``, ``counting_process``, ``counts``) or the validated tables
+    (``participants``, ``pain_scores``). `adjustable` says whether an ``<name>_adjusted`` variant
+    with the configured ``adjust_for`` covariates is made by default.
+    """
+
+    kind: ClassVar[str]
+    datasets: ClassVar[tuple[str, ...]]
+    adjustable: ClassVar[bool] = True
+
+    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:  # pragma: no cover
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Model]] = {}
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Class decorator: make a model available under its `kind`."""
+    if cls.kind in REGISTRY and REGISTRY[cls.kind] is not cls:
+        raise ValueError(f"two models claim the kind '{cls.kind}'")
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+def tidy(
+    spec: ModelSpec,
+    terms: list[str],
+    estimate: np.ndarray,
+    std_error: np.ndarray,
+    *,
+    robust: bool,
+    n_participants: int,
+    n_events: int,
+    log_likelihood: float | None,
+    converged: bool = True,
+    message: str = "",
+    df_resid: float | None = None,
+) -> pd.DataFrame:
+    """Build the tidy table from estimates and standard errors (Wald z, or t with `df_resid`)."""
+    est = np.asarray(estimate, dtype=float)
+    se = np.asarray(std_error, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = est / se
+    alpha = 1.0 - spec.conf_level
+    if df_resid is None:
+        p = 2.0 * stats.norm.sf(np.abs(stat))
+        q = stats.norm.ppf(1.0 - alpha / 2.0)
+    else:
+        p = 2.0 * stats.t.sf(np.abs(stat), df_resid)
+        q = stats.t.ppf(1.0 - alpha / 2.0, df_resid)
+    low, high = est - q * se, est + q * se
+    with np.errstate(over="ignore"):
+        table = pd.DataFrame(
+            {
+                "model": spec.name,
+                "term": list(terms),
+                "estimate": est,
+                "std_error": se,
+                "robust": bool(robust),
+                "statistic": stat,
+                "p_value": p,
+                "conf_low": low,
+                "conf_high": high,
+                "exp_estimate": np.exp(est),
+                "exp_conf_low": np.exp(low),
+                "exp_conf_high": np.exp(high),
+                "n_participants": int(n_participants),
+                "n_events": int(n_events),
+                "log_likelihood": np.nan if log_likelihood is None else float(log_likelihood),
+                "converged": bool(converged),
+                "message": message,
+            }
+        )
+    return table[TIDY_COLUMNS]
+
+
+def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
+    """A result for a model that could not be estimated: one row, converged = False."""
+    row = {c: np.nan for c in TIDY_COLUMNS}
+    row.update(
+        model=spec.name,
+        term=spec.intervention_term,
+        robust=False,
+        n_participants=counts.get("n_participants", 0),
+        n_events=counts.get("n_events", 0),
+        converged=False,
+        message=message,
+    )
+    return ModelResult(pd.DataFrame([row], columns=TIDY_COLUMNS), converged=False, message=message)
+
+
+def design(
+    formula: str, data: pd.DataFrame, *, intercept: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """Design matrix from the formula's right-hand side with formulaic (rows with NA dropped).
+
+    Returns the matrix (aligned to `data`'s index, so callers can subset the response) and its
+    column names, e.g. ``Intercept``, ``arm[T.intervention]``, ``age``.
+    """
+    from formulaic import model_matrix
+
+    rhs = formula.split("~", 1)[-1].strip() or "1"
+    # Always code with an intercept (treatment contrasts: arm[T.intervention]) and drop it for
+    # models without one (Cox), as R's coxph does.
+    mm = model_matrix(rhs, data, na_action="drop")
+    if not intercept and "Intercept" in mm.columns:
+        mm = mm.drop(columns="Intercept")
+    X = pd.DataFrame(np.asarray(mm, dtype=float), index=mm.index, columns=list(mm.columns))
+    return X, list(X.columns)

@@ -1,0 +1,278 @@
+"""Survival models: Kaplan-Meier with the log-rank test, Cox on time to first episode, and the
+recurrent-event Cox models (Andersen-Gill, Prentice-Williams-Peterson).
+
+Kaplan-Meier and the log-rank test come from lifelines. The Cox fits use recurstudy's own
+counting-process engine (:mod:`recurstudy.models.coxph_engine`), which reproduces R's ``coxph``
+(Efron ties, robust variance from dfbeta residuals summed per participant); lifelines and
+statsmodels get the robust variance of (start, stop] data wrong or are too slow (see that module).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from recurstudy.models.base import Model, ModelResult, ModelSpec, design, failed, register, tidy
+from recurstudy.models.coxph_engine import coxph_fit
+
+ID = "participant_id"
+
+
+def _arm_check(spec: ModelSpec, df: pd.DataFrame) -> str:
+    """A message if the data cannot estimate an arm effect, else ''."""
+    present = set(df["arm"].dropna().astype(str).unique())
+    if len(present) < 2:
+        return f"only one arm in the data ({', '.join(sorted(present)) or 'none'})"
+    return ""
+
+
+def _fit_cox(
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    *,
+    stop: str,
+    start: str | None,
+    strata: str | None,
+    cluster: bool,
+) -> ModelResult:
+    n_part = int(df[ID].nunique())
+    n_events = int(df["event"].sum())
+    counts = {"n_participants": n_part, "n_events": n_events}
+    msg = _arm_check(spec, df)
+    if msg:
+        return failed(spec, msg, **counts)
+    X, names = design(spec.formula, df, intercept=False)
+    rows = df.loc[X.index]
+    ties = spec.options.get("ties", "efron")
+    fit = coxph_fit(
+        X.to_numpy(),
+        rows[stop].to_numpy(dtype=float),
+        rows["event"].to_numpy(),
+        start=None if start is None else rows[start].to_numpy(dtype=float),
+        strata=None if strata is None else rows[strata].to_numpy(),
+        cluster=rows[ID].to_numpy() if cluster else None,
+        ties=ties,
+    )
+    counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
+    var = fit.robust_var if cluster else fit.var
+    se = np.sqrt(np.diag(var))
+    dropped = len(df) - len(rows)
+    message = fit.message
+    if dropped:
+        message = "; ".join(filter(None, [message, f"{dropped} rows with missing covariates"]))
+    table = tidy(
+        spec,
+        names,
+        fit.coef,
+        se,
+        robust=cluster,
+        log_likelihood=fit.loglik[1],
+        converged=fit.converged,
+        message=message,
+        **counts,
+    )
+    naive_se = np.sqrt(np.diag(fit.var))
+    extras = {
+        "naive": pd.DataFrame({"term": names, "estimate": fit.coef, "std_error": naive_se}),
+        "tests": pd.DataFrame(
+            {
+                "test": ["likelihood_ratio", "wald", "score"],
+                "statistic": [
+                    2.0 * (fit.loglik[1] - fit.loglik[0]),
+                    fit.wald_test,
+                    fit.score_test,
+                ],
+                "df": len(names),
+            }
+        ).assign(p_value=lambda d: stats.chi2.sf(d["statistic"], d["df"])),
+        "fit": pd.DataFrame(
+            {
+                "quantity": ["loglik_null", "loglik", "iterations", "n_rows", "ties"],
+                "value": [fit.loglik[0], fit.loglik[1], fit.iterations, fit.n, ties],
+            }
+        ),
+    }
+    return ModelResult(table, extras, converged=fit.converged, message=message)
+
+
+@register
+class CoxFirstEpisode(Model):
+    """Cox proportional hazards on time to first episode (Efron ties, model-based errors)."""
+
+    kind: ClassVar[str] = "cox"
+    datasets: ClassVar[tuple[str, ...]] = ("first_episode",)
+
+    def fit(self, spec: ModelSpec, *, first_episode: pd.DataFrame) -> ModelResult:
+        res = _fit_cox(spec, first_episode, stop="time", start=None, strata=None, cluster=False)
+        if res.converged:
+            res.extras["ph_test"] = ph_test(spec, first_episode)
+        return res
+
+
+@register
+class AndersenGill(Model):
+    """Andersen-Gill: counting-process Cox on all episodes, robust errors by participant."""
+
+    kind: ClassVar[str] = "andersen_gill"
+    datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
+
+    def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
+        return _fit_cox(
+            spec, counting_process, stop="stop", start="start", strata=None, cluster=True
+        )
+
+
+@register
+class PWP(Model):
+    """Prentice-Williams-Peterson: stratified by episode number, robust errors.
+
+    Options: ``timescale`` ``total`` ((start, stop] since enrolment) or ``gap`` (time since the
+    previous episode); ``max_stratum`` pools episode numbers above it into one stratum.
+    """
+
+    kind: ClassVar[str] = "pwp"
+    datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
+
+    def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
+        df = counting_process.copy()
+        cap = spec.options.get("max_stratum")
+        if cap:
+            df["episode"] = np.minimum(df["episode"], int(cap))
+        timescale = spec.options.get("timescale", "total")
+        if timescale not in ("total", "gap"):
+            return failed(spec, f"unknown timescale '{timescale}' (total or gap)")
+        if timescale == "total":
+            return _fit_cox(spec, df, stop="stop", start="start", strata="episode", cluster=True)
+        return _fit_cox(spec, df, stop="gap", start=None, strata="episode", cluster=True)
+
+
+def ph_test(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
+    """Schoenfeld-residual test of proportional hazards (lifelines, Kaplan-Meier time transform).
+
+    lifelines implements the classic test on scaled Schoenfeld residuals (R's cox.zph before
+    survival 3.0, transform = "km"); survival 3.x uses a score-test form that gives somewhat
+    different numbers on the same data.
+    """
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import proportional_hazard_test
+
+    X, names = design(spec.formula, df, intercept=False)
+    data = X.assign(time=df.loc[X.index, "time"].to_numpy(), event=df.loc[X.index, "event"])
+    cph = CoxPHFitter().fit(data, duration_col="time", event_col="event")
+    res = proportional_hazard_test(cph, data, time_transform="km")
+    out = res.summary.reset_index().rename(columns={"index": "term", "test_statistic": "statistic"})
+    out = out[["term", "statistic", "p"]].rename(columns={"p": "p_value"})
+    out.insert(2, "df", 1)
+    return out
+
+
+def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.DataFrame:
+    """Kaplan-Meier with Greenwood variance and R survfit's default 'log' confidence interval."""
+    from lifelines import KaplanMeierFitter
+
+    km = KaplanMeierFitter().fit(time, event)
+    et = km.event_table
+    t = et.index.to_numpy(dtype=float)
+    n_risk = et["at_risk"].to_numpy()
+    d = et["observed"].to_numpy()
+    surv = km.survival_function_.to_numpy()[:, 0]
+    keep = (d > 0) | (et["censored"].to_numpy() > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        greenwood = np.cumsum(np.where(n_risk > d, d / (n_risk * (n_risk - d)), np.inf * (d > 0)))
+    se_log = np.sqrt(greenwood)
+    z = stats.norm.ppf(0.5 + conf_level / 2.0)
+    table = pd.DataFrame(
+        {
+            "time": t,
+            "n_risk": n_risk,
+            "n_event": d,
+            "n_censor": et["censored"].to_numpy(),
+            "surv": surv,
+            "std_err": surv * se_log,
+            "conf_low": np.clip(surv * np.exp(-z * se_log), 0, 1),
+            "conf_high": np.clip(surv * np.exp(z * se_log), 0, 1),
+        }
+    )
+    return table[keep & (t > 0)].reset_index(drop=True)
+
+
+def mean_cumulative_function(cp: pd.DataFrame) -> pd.DataFrame:
+    """Nelson-Aalen estimate of the mean cumulative number of episodes, from (start, stop] rows.
+
+    At each event time t the risk set holds the rows with start < t <= stop, as in R.
+    """
+    ev = cp[cp["event"] == 1]
+    times = np.unique(ev["stop"].to_numpy(dtype=float))
+    start = np.sort(cp["start"].to_numpy(dtype=float))
+    stop = np.sort(cp["stop"].to_numpy(dtype=float))
+    # rows at risk at t: stop >= t minus start >= t
+    at_risk = (len(stop) - np.searchsorted(stop, times, side="left")) - (
+        len(start) - np.searchsorted(start, times, side="left")
+    )
+    d = np.bincount(
+        np.searchsorted(times, ev["stop"].to_numpy(dtype=float)), minlength=times.size
+    )
+    return pd.DataFrame(
+        {"time": times, "n_risk": at_risk, "n_event": d, "mcf": np.cumsum(d / at_risk)}
+    )
+
+
+@register
+class KaplanMeier(Model):
+    """Kaplan-Meier by arm with log-rank test, and the mean cumulative function of episodes."""
+
+    kind: ClassVar[str] = "kaplan_meier"
+    datasets: ClassVar[tuple[str, ...]] = ("first_episode", "counting_process")
+    adjustable: ClassVar[bool] = False
+
+    def fit(
+        self, spec: ModelSpec, *, first_episode: pd.DataFrame, counting_process: pd.DataFrame
+    ) -> ModelResult:
+        from lifelines.statistics import logrank_test
+
+        fe = first_episode
+        counts = {"n_participants": int(len(fe)), "n_events": int(fe["event"].sum())}
+        msg = _arm_check(spec, fe)
+        if msg:
+            return failed(spec, msg, **counts)
+        control, interv = spec.arms["control"], spec.arms["intervention"]
+        surv, mcf, med = [], [], []
+        for label in (control, interv):
+            g = fe[fe["arm"].astype(str) == label]
+            tab = _km_table(g["time"].to_numpy(float), g["event"].to_numpy(), spec.conf_level)
+            surv.append(tab.assign(arm=label))
+            below = tab.loc[tab["surv"] <= 0.5, "time"]
+            med.append(
+                {"arm": label, "n": len(g), "events": int(g["event"].sum()),
+                 "median_time": float(below.iloc[0]) if len(below) else np.nan}
+            )
+            c = counting_process[counting_process["arm"].astype(str) == label]
+            mcf.append(mean_cumulative_function(c).assign(arm=label))
+        a = fe["arm"].astype(str) == interv
+        lr = logrank_test(
+            fe.loc[~a, "time"], fe.loc[a, "time"], fe.loc[~a, "event"], fe.loc[a, "event"]
+        )
+        table = tidy(
+            spec,
+            ["logrank"],
+            np.array([np.nan]),
+            np.array([np.nan]),
+            robust=False,
+            log_likelihood=None,
+            **counts,
+        )
+        table["statistic"] = float(lr.test_statistic)
+        table["p_value"] = float(lr.p_value)
+        order = ["arm", "time", "n_risk", "n_event", "n_censor", "surv", "std_err"]
+        extras = {
+            "survival": pd.concat(surv, ignore_index=True)[[*order, "conf_low", "conf_high"]],
+            "logrank": pd.DataFrame(
+                {"statistic": [lr.test_statistic], "df": [1], "p_value": [lr.p_value]}
+            ),
+            "medians": pd.DataFrame(med),
+            "mcf": pd.concat(mcf, ignore_index=True)[["arm", "time", "n_risk", "n_event", "mcf"]],
+        }
+        return ModelResult(table, extras)

@@ -1,0 +1,15 @@
+"""Snakemake entry point: fit one configured model (recurstudy.models does the work)."""
+
+import logging
+
+import pandas as pd
+
+from recurstudy.models import fit_spec, model_specs, write_result
+
+snakemake = globals()["snakemake"]
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(message)s")
+spec = {s.name: s for s in model_specs(snakemake.config)}[snakemake.wildcards.name]
+data = {key: pd.read_parquet(path) for key, path in snakemake.input.items()}
+result = fit_spec(spec, data)
+write_result(result, snakemake.output.table, snakemake.output.extras)
+logging.info("%s (%s): converged=%s %s", spec.name, spec.kind, result.converged, result.message)
