@@ -1,0 +1,671 @@
+"""Vectorised Cox proportional-hazards engine for counting-process data, matching R's coxph.
+
+Why this is hand-written rather than taken from a library:
+
+* lifelines (0.30.3): ``CoxPHFitter(..., entry_col=..., cluster_col=...)`` gives R's coefficients
+  on (start, stop] data, but its cluster-robust variance ignores the entry times (on a simulated
+  recurrent-event cohort the robust SE came out about 25% smaller than R's), and its robust path
+  loops over rows, so it is quadratic in the number of rows (1M intervals do not finish).
+* statsmodels ``PHReg(..., entry=...)`` counts a row as at risk at its own entry time, whereas R
+  (and the counting-process definition) requires ``start < t <= stop``; back-to-back intervals then
+  give a different coefficient.  It is also slow (about a minute for 1M rows).
+
+The engine reproduces R's ``survival::coxph`` (version 3.5-3) numerically:
+
+* Risk set at an event time t in stratum s: rows of stratum s with ``start < t <= stop``.
+* Ties: Efron (R's default) or Breslow, with R's Efron bookkeeping.
+* Covariates are centred (column means over all rows) and scaled by the mean absolute deviation
+  before the Newton-Raphson iterations, exactly as R's C code does (results are invariant to this,
+  but the singularity tolerance of the Cholesky step is not).
+* Newton-Raphson from 0 (or ``init``) with R's step-halving rule and convergence criterion
+  ``|1 - loglik_old / loglik_new| <= eps``.  R uses two different C routines: ``coxfit6`` for
+  right-censored data (no ``start``) and ``agfit4`` for (start, stop] data; they differ in small
+  details (agfit4 refuses to stop right after a halving step and counts a change in rank as a
+  failure; the infinite-coefficient warning uses a different threshold).  Both variants are
+  reproduced (see ``_newton``), so that iteration counts and hence the converged coefficients agree
+  with R to rounding rather than to the convergence tolerance.
+* Robust variance ``D'D``, where D holds the dfbeta residuals (score residuals times the naive
+  variance) summed within cluster, with no small-sample factor (R's ``coxph(..., cluster=id)``).
+  The score residuals follow R's ``agscore3`` C routine, including its Efron correction for tied
+  events.  As in R, the Wald test uses the robust variance when a robust variance is computed.
+
+Everything is vectorised: rows are sorted once by (stratum, time); risk-set sums at every distinct
+event time are differences of cumulative sums (rows with stop >= t minus rows with start >= t), the
+Efron terms are expanded to one term per event, and score residuals are differences of cumulative
+hazard sums evaluated at each row's start and stop positions.  There is no Python loop over rows or
+event times; the only loops are over Newton iterations and over the (small) number of covariates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["CoxFit", "coxph_fit"]
+
+_TOLER_CHOL = float(np.finfo(float).eps ** 0.75)  # R: coxph.control()$toler.chol
+
+
+@dataclass
+class CoxFit:
+    """Result of :func:`coxph_fit`; field names follow R's coxph object where one exists."""
+
+    coef: np.ndarray  # (p,)
+    var: np.ndarray  # (p, p) naive variance = inverse information (R: fit$naive.var if robust)
+    robust_var: np.ndarray | None  # (p, p) D'D with D the dfbeta residuals summed by cluster
+    loglik: tuple[float, float]  # (at init / beta = 0, at the fit), as R's fit$loglik
+    score_test: float  # R's fit$score (score test at init)
+    wald_test: float  # R's fit$wald.test (uses the robust variance when there is one)
+    n: int  # rows used
+    n_events: int
+    iterations: int  # R's fit$iter
+    converged: bool
+    message: str  # "" if fine
+    names: list[str] = field(default_factory=list)
+    robust_score_test: float | None = None  # R's fit$rscore
+    u: np.ndarray | None = None  # score vector at the fit (R's fit$first)
+    means: np.ndarray | None = None  # column means used for centring
+    linear_predictors: np.ndarray | None = None  # (x - means) @ coef, input row order
+    score_residuals: np.ndarray | None = None  # (n, p), input row order, R's type = "score"
+    n_clusters: int | None = None
+    ties: str = "efron"
+
+    @property
+    def se(self) -> np.ndarray:
+        """Naive standard errors."""
+        return np.sqrt(np.diag(self.var))
+
+    @property
+    def robust_se(self) -> np.ndarray | None:
+        """Robust (sandwich) standard errors, or None if not computed."""
+        return None if self.robust_var is None else np.sqrt(np.diag(self.robust_var))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Coefficient table as a nested dict {name: {coef, se, robust_se, z, p}}."""
+        from scipy.stats import norm
+
+        se_use = self.robust_se if self.robust_var is not None else self.se
+        out = {}
+        for j, nm in enumerate(self.names):
+            z = self.coef[j] / se_use[j]
+            out[nm] = {
+                "coef": float(self.coef[j]),
+                "exp_coef": float(np.exp(self.coef[j])),
+                "se": float(self.se[j]),
+                "robust_se": float(se_use[j]) if self.robust_var is not None else float("nan"),
+                "z": float(z),
+                "p": float(2 * norm.sf(abs(z))),
+            }
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# R's generalised Cholesky (survival/src/cholesky2.c, chsolve2.c, chinv2.c), transcribed.
+# Matrices are p x p with p small, so plain loops are fine.
+# --------------------------------------------------------------------------------------------
+
+
+def _cholesky2(a: np.ndarray, toler: float) -> tuple[np.ndarray, int]:
+    m = np.array(a, dtype=float, copy=True)
+    n = m.shape[0]
+    eps = 0.0
+    for i in range(n):
+        if m[i, i] > eps:
+            eps = m[i, i]
+        for j in range(i + 1, n):
+            m[j, i] = m[i, j]
+    if eps == 0:
+        for i in range(n):
+            m[i, i] = 0.0
+        return m, 0
+    eps *= toler
+    rank = 0
+    nonneg = 1
+    for i in range(n):
+        pivot = m[i, i]
+        if not np.isfinite(pivot) or pivot < eps:
+            m[i, i] = 0.0
+            if pivot < -8 * eps:
+                nonneg = -1
+        else:
+            rank += 1
+            for j in range(i + 1, n):
+                temp = m[j, i] / pivot
+                m[j, i] = temp
+                m[j, j] -= temp * temp * pivot
+                for k in range(j + 1, n):
+                    m[k, j] -= temp * m[k, i]
+    return m, rank * nonneg
+
+
+def _chsolve2(m: np.ndarray, y: np.ndarray) -> np.ndarray:
+    y = np.array(y, dtype=float, copy=True)
+    n = m.shape[0]
+    for i in range(n):
+        temp = y[i]
+        for j in range(i):
+            temp -= y[j] * m[i, j]
+        y[i] = temp
+    for i in range(n - 1, -1, -1):
+        if m[i, i] == 0:
+            y[i] = 0.0
+        else:
+            temp = y[i] / m[i, i]
+            for j in range(i + 1, n):
+                temp -= y[j] * m[j, i]
+            y[i] = temp
+    return y
+
+
+def _chinv2(m0: np.ndarray) -> np.ndarray:
+    m = np.array(m0, dtype=float, copy=True)
+    n = m.shape[0]
+    for i in range(n):
+        if m[i, i] > 0:
+            m[i, i] = 1 / m[i, i]
+            for j in range(i + 1, n):
+                m[j, i] = -m[j, i]
+                for k in range(i):
+                    m[j, k] += m[j, i] * m[i, k]
+    for i in range(n):
+        if m[i, i] == 0:
+            for j in range(i):
+                m[j, i] = 0.0
+            for j in range(i, n):
+                m[i, j] = 0.0
+        else:
+            for j in range(i + 1, n):
+                temp = m[j, i] * m[j, j]
+                m[i, j] = temp
+                for k in range(i, j):
+                    m[i, k] += temp * m[j, k]
+    upper = np.triu(m)
+    return upper + np.triu(m, 1).T
+
+
+def _wald(var: np.ndarray, b: np.ndarray, toler: float) -> float:
+    """R's coxph.wtest: b' var^- b with the generalised Cholesky."""
+    if b.size == 0:
+        return float("nan")
+    m, _ = _cholesky2(var, toler)
+    return float(b @ _chsolve2(m, b))
+
+
+# --------------------------------------------------------------------------------------------
+# Data preparation
+# --------------------------------------------------------------------------------------------
+
+
+def _as_1d(name: str, v, n: int | None, dtype=float) -> np.ndarray:
+    a = np.asarray(v)
+    if a.ndim != 1:
+        a = a.reshape(-1) if a.ndim == 2 and 1 in a.shape else a
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {np.shape(v)}")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"{name} has length {a.shape[0]} but X has {n} rows (lengths must match)")
+    if dtype is not None:
+        try:
+            a = a.astype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be numeric: {exc}") from None
+    return a
+
+
+def _codes(name: str, v, n: int) -> tuple[np.ndarray, int]:
+    a = _as_1d(name, v, n, dtype=None)
+    if a.dtype.kind == "f" and np.isnan(a).any():
+        raise ValueError(f"{name} contains NaN")
+    if a.dtype.kind == "O" and any(x is None for x in a):
+        raise ValueError(f"{name} contains missing values (None)")
+    uniq, inv = np.unique(a, return_inverse=True)
+    return inv.astype(np.int64).reshape(-1), int(uniq.shape[0])
+
+
+class _Problem:
+    """Sorted data and index structures that do not depend on beta (built once)."""
+
+    def __init__(self, xs, stop, event, start, strata_code, n_strata):
+        n = xs.shape[0]
+        self.n = n
+        self.p = xs.shape[1]
+        has_start = start is not None
+        # Integer time codes, shared by start and stop; code 0 is reserved for "no start" (-inf).
+        if has_start:
+            fin = np.isfinite(start)
+            times = np.unique(np.concatenate([stop, start[fin]]))
+            start_code = np.zeros(n, dtype=np.int64)
+            start_code[fin] = np.searchsorted(times, start[fin]) + 1
+        else:
+            times = np.unique(stop)
+            start_code = np.zeros(n, dtype=np.int64)
+        stop_code = np.searchsorted(times, stop).astype(np.int64) + 1
+        big = np.int64(times.shape[0] + 1)
+        key_stop = strata_code * big + stop_code
+        key_start = strata_code * big + start_code
+
+        # Work in stop-sorted order throughout (stratum-major, then stop time).
+        order = np.argsort(key_stop, kind="stable")
+        self.order = order
+        self.xs = np.ascontiguousarray(xs[order])
+        self.key_stop = key_stop[order]
+        self.key_start = key_start[order]
+        self.event = event[order]
+        self.strata = strata_code[order]
+        self.perm_start = np.argsort(self.key_start, kind="stable")
+        key_start_sorted = self.key_start[self.perm_start]
+
+        # Stratum row ranges (identical in both orders since both are stratum-major).
+        self.stratum_starts = np.searchsorted(self.strata, np.arange(n_strata), side="left")
+        self.n_strata = n_strata
+
+        # Event groups: distinct (stratum, stop time) among events.
+        ev_pos = np.flatnonzero(self.event)
+        self.ev_pos = ev_pos
+        key_ev = self.key_stop[ev_pos]
+        if ev_pos.size:
+            brk = np.flatnonzero(np.diff(key_ev)) + 1
+            gstart = np.concatenate([[0], brk])
+        else:
+            gstart = np.zeros(0, dtype=np.int64)
+        self.gstart = gstart
+        self.ekeys = key_ev[gstart]
+        self.ngroups = gstart.size
+        self.d = np.diff(np.concatenate([gstart, [ev_pos.size]])).astype(float)
+        e_strat = self.strata[ev_pos[gstart]] if ev_pos.size else np.zeros(0, np.int64)
+        self.e_strat = e_strat
+        # End of stratum (exclusive) in sorted order, for each group.
+        hi = np.searchsorted(self.strata, e_strat, side="right")
+        self.hi = hi
+        self.lo_stop = np.searchsorted(self.key_stop, self.ekeys, side="left")
+        self.lo_start = np.searchsorted(key_start_sorted, self.ekeys, side="left")
+        # Group index of each event row.
+        self.ev_group = np.repeat(np.arange(self.ngroups), self.d.astype(np.int64))
+        # Cumulative-hazard positions of each row: groups g with key_start < ekey_g <= key_stop.
+        self.h_hi = np.searchsorted(self.ekeys, self.key_stop, side="right")
+        self.h_lo = np.searchsorted(self.ekeys, self.key_start, side="right")
+
+        # Upper-triangle index pairs for second moments.
+        iu = np.triu_indices(self.p)
+        self.iu = iu
+        self.m = 1 + self.p + iu[0].size
+
+    def set_ties(self, ties: str) -> None:
+        d = self.d
+        if ties == "efron":
+            di = d.astype(np.int64)
+            self.t_group = np.repeat(np.arange(self.ngroups), di)
+            self.t_gstart = np.concatenate([[0], np.cumsum(di)[:-1]]) if di.size else di
+            k = np.arange(self.t_group.size) - self.t_gstart[self.t_group]
+            self.t_frac = k / d[self.t_group]
+            self.t_w = np.ones(self.t_group.size)
+        else:
+            self.t_group = np.arange(self.ngroups)
+            self.t_gstart = np.arange(self.ngroups)
+            self.t_frac = np.zeros(self.ngroups)
+            self.t_w = d.copy()
+
+    def eta_shift(self, eta: np.ndarray) -> np.ndarray:
+        """Per-row shift (max eta within the stratum) to keep exp() in range."""
+        if self.n_strata == 1:
+            return np.full(self.n, eta.max())
+        mx = np.maximum.reduceat(eta, self.stratum_starts)
+        return mx[self.strata]
+
+    def evaluate(self, beta: np.ndarray, want_terms: bool = False):
+        """Log partial likelihood, score and information at beta (scaled coordinates)."""
+        xs, p = self.xs, self.p
+        eta = xs @ beta
+        shift = self.eta_shift(eta)
+        r = np.exp(eta - shift)
+        iu0, iu1 = self.iu
+        V = np.empty((self.n, self.m))
+        V[:, 0] = r
+        rx = xs * r[:, None]
+        V[:, 1 : 1 + p] = rx
+        V[:, 1 + p :] = rx[:, iu0] * xs[:, iu1]
+
+        zero = np.zeros((1, self.m))
+        cs = np.concatenate([zero, np.cumsum(V, axis=0)])
+        ct = np.concatenate([zero, np.cumsum(V[self.perm_start], axis=0)])
+        hi = self.hi
+        S = (cs[hi] - cs[self.lo_stop]) - (ct[hi] - ct[self.lo_start])  # (E, m) risk-set sums
+        Vev = V[self.ev_pos]
+        D = np.add.reduceat(Vev, self.gstart, axis=0) if self.ngroups else np.zeros((0, self.m))
+
+        tg = self.t_group
+        T = S[tg] - self.t_frac[:, None] * D[tg]
+        den = T[:, 0]
+        w = self.t_w
+        mean = T[:, 1 : 1 + p] / den[:, None]
+        ev_eta = (eta - shift)[self.ev_pos]
+        loglik = float(ev_eta.sum() - np.sum(w * np.log(den)))
+        u = xs[self.ev_pos].sum(axis=0) - (w[:, None] * mean).sum(axis=0)
+        c2 = (w / den) @ T[:, 1 + p :]
+        mm = (w[:, None] * mean).T @ mean
+        imat = np.zeros((p, p))
+        imat[iu0, iu1] = c2
+        imat[iu1, iu0] = c2
+        imat -= mm
+        if not want_terms:
+            return loglik, u, imat
+        return loglik, u, imat, (r, T, mean)
+
+    def score_residuals(self, beta: np.ndarray) -> np.ndarray:
+        """R's agscore3 score residuals (sorted order, scaled coordinates)."""
+        p = self.p
+        _, _, _, (r, T, mean) = self.evaluate(beta, want_terms=True)
+        den = T[:, 0]
+        h = self.t_w / den
+        frac = self.t_frac
+        E = self.ngroups
+        if E == 0:
+            return np.zeros((self.n, p))
+        starts = self.t_gstart
+        dH = np.add.reduceat(h, starts)
+        mh = mean * h[:, None]
+        dXH = np.add.reduceat(mh, starts, axis=0)
+        mh1 = np.add.reduceat(h * frac, starts)
+        mh2 = np.add.reduceat(mh * frac[:, None], starts, axis=0)
+        mh3 = np.add.reduceat(mean * self.t_w[:, None], starts, axis=0) / self.d[:, None]
+
+        CH = np.concatenate([[0.0], np.cumsum(dH)])
+        CXH = np.concatenate([np.zeros((1, p)), np.cumsum(dXH, axis=0)])
+        Hi = CH[self.h_hi] - CH[self.h_lo]
+        XHi = CXH[self.h_hi] - CXH[self.h_lo]
+        xs = self.xs
+        resid = -r[:, None] * (xs * Hi[:, None] - XHi)
+        ev, g = self.ev_pos, self.ev_group
+        xe = xs[ev]
+        resid[ev] += (xe - mh3[g]) + r[ev][:, None] * (xe * mh1[g][:, None] - mh2[g])
+        return resid
+
+
+def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
+    """R's Newton-Raphson loop (coxfit6 if not agfit, else agfit4). Scaled coordinates."""
+    beta = beta0.copy()
+    lk, u, imat = prob.evaluate(beta)
+    loglik0 = lk
+    chol, rank = _cholesky2(imat, toler_chol)
+    sctest = float(u @ _chsolve2(chol, u))
+    info = {"loglik0": loglik0, "sctest": sctest, "rank": rank}
+    if max_iter == 0 or not np.isfinite(lk):
+        return beta, lk, u, chol, 0, not np.isfinite(lk) and max_iter > 0, info
+    best = lk
+    oldbeta = beta.copy()
+    beta = beta + _chsolve2(chol, u)
+    halving = 0
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        newlk, u, imat = prob.evaluate(beta)
+        chol, rank2 = _cholesky2(imat, toler_chol)
+        if agfit:
+            fail = int(np.sum(~np.isfinite(np.diag(imat))))
+            fail += int(not np.isfinite(newlk)) + abs(rank - rank2)
+            done = fail == 0 and halving == 0 and abs(1 - best / newlk) <= eps
+        else:
+            fail = int(not (np.all(np.isfinite(u)) and np.all(np.isfinite(imat))))
+            fail += int(not np.isfinite(newlk))
+            done = fail == 0 and abs(1 - best / newlk) <= eps
+        if done:
+            converged = True
+            break
+        if it == max_iter:
+            # Out of iterations: R returns the last good beta (agfit4 only if the last step was
+            # worse by more than eps; coxfit6 always recomputes at the last accepted beta).
+            if agfit:
+                worse = max_iter > 1 and (newlk - best) / abs(best) < -eps
+            else:
+                worse = max_iter > 1
+            if worse:
+                beta = oldbeta
+                newlk, u, imat = prob.evaluate(beta)
+                chol, rank2 = _cholesky2(imat, toler_chol)
+            break
+        if fail > 0 or newlk < best:
+            halving += 1
+            beta = (oldbeta * halving + beta) / (halving + 1.0)
+        else:
+            halving = 0
+            best = newlk
+            step = _chsolve2(chol, u)
+            oldbeta = beta.copy()
+            beta = beta + step
+    info["rank"] = rank2
+    return beta, newlk, u, chol, it, converged, info
+
+
+def _empty_fit(p, names, n, n_events, message, ties) -> CoxFit:
+    nan_p = np.full(p, np.nan)
+    return CoxFit(
+        coef=nan_p,
+        var=np.full((p, p), np.nan),
+        robust_var=None,
+        loglik=(float("nan"), float("nan")),
+        score_test=float("nan"),
+        wald_test=float("nan"),
+        n=n,
+        n_events=n_events,
+        iterations=0,
+        converged=False,
+        message=message,
+        names=names,
+        ties=ties,
+    )
+
+
+def coxph_fit(
+    X,
+    stop,
+    event,
+    start=None,
+    strata=None,
+    cluster=None,
+    ties: str = "efron",
+    robust: bool | None = None,
+    init=None,
+    max_iter: int = 20,
+    eps: float = 1e-9,
+    toler_chol: float = _TOLER_CHOL,
+    toler_inf: float | None = None,
+    names: Sequence[str] | None = None,
+    residuals: bool = False,
+) -> CoxFit:
+    """Fit a Cox model on right-censored or (start, stop] counting-process data as R does.
+
+    Parameters
+    ----------
+    X : (n, p) covariates (array-like; a DataFrame's column names are used as ``names``).
+    stop, event : exit times and event indicators (0/1 or bool).
+    start : entry times for (start, stop] data; None means right-censored data.
+    strata : stratum labels (separate baseline hazards, R's ``strata()``).
+    cluster : cluster labels; gives the robust variance D'D (R's ``cluster()``).
+    ties : "efron" (R's default) or "breslow".
+    robust : None = robust iff ``cluster`` is given; True without cluster = each row a cluster.
+    init, max_iter, eps, toler_chol, toler_inf : as R's ``init`` and ``coxph.control``.
+    names : covariate names for messages; default from DataFrame columns or x1..xp.
+    residuals : also store score residuals when no robust variance is requested.
+
+    Returns a :class:`CoxFit`.  Problems with the fit (no events, singular X, infinite
+    coefficients, non-convergence) are reported in ``message``; malformed input raises ValueError.
+    """
+    if ties not in ("efron", "breslow"):
+        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
+    if names is None:
+        cols = getattr(X, "columns", None)
+        names = [str(c) for c in cols] if cols is not None else None
+    try:
+        Xa = np.asarray(X, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X must be numeric: {exc}") from None
+    if Xa.ndim == 1:
+        Xa = Xa[:, None]
+    if Xa.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional (n, p), got shape {Xa.shape}")
+    n, p = Xa.shape
+    if p == 0:
+        raise ValueError("X has no columns")
+    names = list(names) if names is not None else [f"x{j + 1}" for j in range(p)]
+    if len(names) != p:
+        raise ValueError(f"names has {len(names)} entries but X has {p} columns")
+    stop_a = _as_1d("stop", stop, n)
+    ev_raw = _as_1d("event", event, n)
+    start_a = None if start is None else _as_1d("start", start, n)
+    if np.isnan(Xa).any():
+        bad = [names[j] for j in range(p) if np.isnan(Xa[:, j]).any()]
+        raise ValueError(f"X contains NaN (columns: {', '.join(bad)})")
+    if not np.all(np.isfinite(Xa)):
+        raise ValueError("X contains infinite values")
+    if np.isnan(stop_a).any() or not np.all(np.isfinite(stop_a)):
+        raise ValueError("stop contains NaN or infinite values")
+    if np.isnan(ev_raw).any() or not np.all(np.isin(ev_raw, (0.0, 1.0))):
+        raise ValueError("event must contain only 0/1 (or False/True) values")
+    event_a = ev_raw == 1.0
+    if start_a is not None:
+        if np.isnan(start_a).any() or np.isposinf(start_a).any():
+            raise ValueError("start contains NaN or +inf")
+        bad = np.flatnonzero(stop_a <= start_a)
+        if bad.size:
+            raise ValueError(
+                f"stop <= start in {bad.size} row(s) (first at index {bad[0]}); "
+                "intervals must satisfy start < stop"
+            )
+    if strata is not None:
+        s_code, n_strata = _codes("strata", strata, n)
+    else:
+        s_code, n_strata = np.zeros(n, dtype=np.int64), 1
+    if cluster is not None:
+        c_code, n_clusters = _codes("cluster", cluster, n)
+    else:
+        c_code, n_clusters = None, None
+    if robust is None:
+        robust = cluster is not None
+    if robust and cluster is None:
+        c_code, n_clusters = np.arange(n, dtype=np.int64), n
+    if init is not None:
+        init_a = np.asarray(init, dtype=float).reshape(-1)
+        if init_a.shape[0] != p:
+            raise ValueError(f"init has length {init_a.shape[0]} but X has {p} columns")
+        if not np.all(np.isfinite(init_a)):
+            raise ValueError("init must be finite")
+    else:
+        init_a = np.zeros(p)
+    if toler_inf is None:
+        toler_inf = float(np.sqrt(eps))
+
+    n_events = int(event_a.sum())
+    if n == 0:
+        return _empty_fit(p, names, 0, 0, "no observations", ties)
+    if n_events == 0:
+        return _empty_fit(p, names, n, 0, "no events: cannot fit a Cox model", ties)
+
+    # Centre and scale as R's C code (overall column means; scale = 1 / mean |x - mean|).
+    means = Xa.mean(axis=0)
+    xc = Xa - means
+    mad = np.abs(xc).mean(axis=0)
+    scale = np.where(mad > 0, 1.0 / np.where(mad > 0, mad, 1.0), 1.0)
+    xs = xc * scale
+
+    prob = _Problem(xs, stop_a, event_a, start_a, s_code, n_strata)
+    prob.set_ties(ties)
+    agfit = start_a is not None
+    beta, lk, u_s, chol, iters, converged, info = _newton(
+        prob, init_a / scale, max_iter, eps, toler_chol, agfit
+    )
+    var_s = _chinv2(chol)
+    coef = beta * scale
+    u = u_s / scale
+    var = var_s * np.outer(scale, scale)
+
+    messages = []
+    sing = np.diag(var) == 0
+    if max_iter > 0 and info["rank"] < p and sing.any():
+        coef = coef.copy()
+        coef[sing] = np.nan
+        var = var.copy()
+        var[sing, :] = np.nan
+        var[:, sing] = np.nan
+        converged = False
+        messages.append(
+            "X matrix deemed singular (constant or collinear covariate); coefficient set to NaN: "
+            + ", ".join(np.array(names)[sing])
+        )
+    if not np.isfinite(lk) or not np.all(np.isfinite(coef[~sing])):
+        converged = False
+        messages.append("numeric overflow in the fit")
+    if max_iter > 1 and np.isfinite(lk):
+        if not converged and iters >= max_iter:
+            messages.append(f"did not converge in {max_iter} iterations")
+        elif converged:
+            step = np.abs(np.nan_to_num(u) @ np.nan_to_num(var))
+            ok = ~sing
+            if agfit:
+                infs = ~np.isfinite(u) | (step > toler_inf * (1 + np.abs(coef)))
+            else:
+                infs = ~np.isfinite(u) | ((step > eps) & (step > toler_inf * np.abs(coef)))
+            infs &= ok
+            if infs.any():
+                messages.append(
+                    "loglik converged before variable(s) "
+                    + ", ".join(np.array(names)[infs])
+                    + "; coefficient may be infinite"
+                )
+
+    fit = CoxFit(
+        coef=coef,
+        var=var,
+        robust_var=None,
+        loglik=(float(info["loglik0"]), float(lk)),
+        score_test=float(info["sctest"]),
+        wald_test=float("nan"),
+        n=n,
+        n_events=n_events,
+        iterations=int(iters),
+        converged=bool(converged),
+        message="; ".join(messages),
+        names=names,
+        u=u,
+        means=means,
+        ties=ties,
+    )
+    inv_order = np.empty(n, dtype=np.int64)
+    inv_order[prob.order] = np.arange(n)
+    lp = xc @ np.nan_to_num(coef)
+    fit.linear_predictors = lp
+
+    if (robust or residuals) and not sing.all():
+        res_sorted = prob.score_residuals(np.nan_to_num(beta)) / scale  # back to original scale
+        res_sorted[:, sing] = 0.0
+        resid = res_sorted[inv_order]
+        fit.score_residuals = resid
+        if robust:
+            var0 = np.nan_to_num(var)
+            dfb = resid @ var0
+            D = _collapse(dfb, c_code, n_clusters)
+            rv = D.T @ D
+            rv[sing, :] = np.nan
+            rv[:, sing] = np.nan
+            fit.robust_var = rv
+            fit.n_clusters = n_clusters
+            # Robust score test at init (R's fit$rscore).
+            r0 = prob.score_residuals(init_a / scale) / scale
+            r0 = r0[inv_order][:, ~sing]
+            D0 = _collapse(r0, c_code, n_clusters)
+            fit.robust_score_test = _wald(D0.T @ D0, D0.sum(axis=0), toler_chol)
+
+    ok = ~np.isnan(coef)
+    vw = fit.robust_var if fit.robust_var is not None else var
+    if ok.any():
+        fit.wald_test = _wald(vw[np.ix_(ok, ok)], (coef - init_a)[ok], toler_chol)
+    return fit
+
+
+def _collapse(a: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """Sum rows of a (n, p) within cluster codes 0..k-1."""
+    out = np.empty((k, a.shape[1]))
+    for j in range(a.shape[1]):
+        out[:, j] = np.bincount(codes, weights=a[:, j], minlength=k)
+    return out
