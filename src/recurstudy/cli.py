@@ -17,9 +17,7 @@ def _simulate(args: argparse.Namespace) -> int:
         if v is not None:
             values[f.name] = v
     params = SimulationParams(**values)
-    argv = ["recurstudy", "simulate", *sys.argv[2:]] if args.record_argv is None else None
-    command = shlex.join(argv) if argv else args.record_argv
-    write_cohort(params, args.out, command=command)
+    write_cohort(params, args.out, command=shlex.join(["recurstudy", *args.argv]))
     print(f"wrote a cohort of {params.n} participants (seed {params.seed}) to {args.out}")
     return 0
 
@@ -52,7 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
                 type=int if f.type == "int" else float,
                 help=f"default {f.default}",
             )
-    sim.add_argument("--record-argv", default=None, help=argparse.SUPPRESS)
     sim.set_defaults(func=_simulate)
 
     val = sub.add_parser("validate", help="validate the cohort tables named in a config")
@@ -74,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     from recurstudy.config import ConfigError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded beside simulated data (truth.json)
     try:
         return args.func(args)
     except ConfigError as exc:
