@@ -1,0 +1,246 @@
+"""Robust reading of the input tables (CSV or Parquet).
+
+CSV files are read with every column as text, so that parsing (dates, numbers) is done and
+reported by the validation schemas rather than by pandas. Each row keeps the line of the file it
+came from in the column ``_row`` (header = line 1, first data row = line 2; a quoted field that
+spans several lines advances the count; blank lines are skipped but counted). Parquet rows get
+their 1-based row number.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROW_COLUMN = "_row"
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+# Tables that must have at least one data row (a cohort may have no episodes or pain scores).
+NON_EMPTY_TABLES = ("participants",)
+
+_WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")
+
+
+class InputError(Exception):
+    """An input table that cannot be read; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def read_table(path: str | Path, table: str) -> pd.DataFrame:
+    """Read one input table (CSV or Parquet, by extension) with a ``_row`` source-line column.
+
+    CSV columns are all text (``object`` dtype) with empty fields as missing values (NaN);
+    Parquet columns keep their stored types (dates as ``datetime64``), empty strings become
+    missing. Raises :class:`InputError` for a missing or empty file, a header without data rows
+    (participants only), a file that is not comma-delimited, bytes that are not UTF-8, a
+    malformed CSV or an unreadable Parquet file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, f"file not found (the {table} table is required by the config)")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a CSV or Parquet file")
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        df = _read_csv(path)
+    elif suffix in PARQUET_SUFFIXES:
+        df = _read_parquet(path)
+    else:
+        raise InputError(
+            path,
+            f"unknown file type {path.suffix!r}; recurstudy reads .csv (comma-separated, UTF-8) "
+            "or .parquet/.pq files",
+        )
+    if len(df) == 0 and table in NON_EMPTY_TABLES:
+        raise InputError(
+            path, f"has a header but no data rows; the {table} table must not be empty"
+        )
+    return df
+
+
+# --------------------------------------------------------------------------------------- CSV
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) == 0:
+        raise InputError(path, "is empty (0 bytes); expected a header row and data rows")
+    _check_utf8(path, data)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    if not data.strip():
+        raise InputError(path, "contains only blank lines; expected a header row and data rows")
+
+    header = _first_record(data)
+    _check_header(path, header)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            df = pd.read_csv(
+                io.BytesIO(data),
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                index_col=False,
+                encoding="utf-8",
+                skip_blank_lines=True,
+            )
+        except pd.errors.ParserError as exc:
+            raise InputError(path, f"is not a well-formed CSV file ({_clean(exc)})") from None
+        except (ValueError, UnicodeDecodeError) as exc:  # pragma: no cover - defensive
+            raise InputError(path, f"cannot be parsed as CSV ({_clean(exc)})") from None
+    for w in caught:
+        if issubclass(w.category, pd.errors.ParserWarning):
+            raise InputError(
+                path,
+                f"a data row has more fields than the header ({len(header)} columns); "
+                "check the delimiter and quoting",
+            )
+
+    df.columns = [str(c).strip() for c in df.columns]
+    lines = _record_lines(data, len(df))
+    df = df.replace("", np.nan) if len(df) else df
+    df = df.astype(object)
+    df[ROW_COLUMN] = lines
+    return df
+
+
+def _clean(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _check_utf8(path: Path, data: bytes) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.start + 4].hex(" ")
+        raise InputError(
+            path,
+            f"is not valid UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start} "
+            f"(line {line}; bytes {bad}); save the file as UTF-8 (e.g. 'CSV UTF-8' in a "
+            "spreadsheet) or convert it with iconv",
+        ) from None
+
+
+def _first_record(data: bytes) -> list[str]:
+    """The header fields (first non-blank record), parsed with the csv module."""
+    head = data[: 1 << 20].decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(head, newline=""))
+    for record in reader:
+        if any(field.strip() for field in record):
+            return record
+    return []
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    if len(header) == 1:
+        name = header[0]
+        for sep, label in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+            if sep in name:
+                raise InputError(
+                    path,
+                    f"looks {label}-delimited (header {name!r}); recurstudy expects "
+                    "comma-separated CSV",
+                )
+    names = [h.strip() for h in header]
+    if any(not h for h in names):
+        pos = [str(i + 1) for i, h in enumerate(names) if not h]
+        raise InputError(path, f"the header has an empty column name (column {', '.join(pos)})")
+    dupes = sorted({h for h in names if names.count(h) > 1})
+    if dupes:
+        raise InputError(path, f"the header repeats column name(s) {', '.join(dupes)}")
+
+
+def _record_lines(data: bytes, n_rows: int) -> np.ndarray:
+    """Line number (1-based) at which each data record starts, vectorised.
+
+    A newline ends a record when it is preceded by an even number of quote characters (RFC 4180
+    quoting, where an escaped quote is doubled). Blank (whitespace-only) records are skipped, as
+    pandas does. If the count disagrees with pandas (unusual quoting), fall back to the csv
+    module, which tracks ``line_num``.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == ord("\n"))
+    if b'"' in data:
+        quotes = np.flatnonzero(arr == ord('"'))
+        ends = newlines[(np.searchsorted(quotes, newlines) % 2) == 0]
+    else:
+        ends = newlines
+    starts = np.concatenate(([0], ends + 1))
+    stops = np.concatenate((ends, [len(data)]))
+    keep = starts < len(data)
+    starts, stops = starts[keep], stops[keep]
+    # A record is blank when it holds only whitespace; such records must start with whitespace,
+    # so only those few candidates are inspected one by one.
+    blank = stops <= starts
+    first_ws = np.isin(arr[np.minimum(starts, len(data) - 1)], list(_WHITESPACE)) & ~blank
+    for i in np.flatnonzero(first_ws):
+        if not data[starts[i] : stops[i]].strip():
+            blank[i] = True
+    starts = starts[~blank]
+    if len(starts) - 1 == n_rows:
+        lines = np.searchsorted(newlines, starts[1:]) + 1
+        return lines.astype(np.int64)
+    return _record_lines_csv(data, n_rows)
+
+
+def _record_lines_csv(data: bytes, n_rows: int) -> np.ndarray:
+    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    lines: list[int] = []
+    previous_end = 0
+    for record in reader:
+        start = previous_end + 1
+        previous_end = reader.line_num
+        if any(field.strip() for field in record):
+            lines.append(start)
+    lines = lines[1:]
+    if len(lines) != n_rows:  # pragma: no cover - defensive: never guess line numbers
+        return np.full(n_rows, -1, dtype=np.int64)
+    return np.asarray(lines, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------- Parquet
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        raise InputError(path, "is empty (0 bytes); expected a Parquet file")
+    try:
+        tbl = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(path, f"is not a readable Parquet file ({_clean(exc)})") from None
+    names = tbl.column_names
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(path, f"repeats column name(s) {', '.join(dupes)}")
+    if ROW_COLUMN in names:
+        tbl = tbl.drop_columns([ROW_COLUMN])
+    try:
+        df = tbl.to_pandas(date_as_object=False, ignore_metadata=True)
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise InputError(path, f"has columns pandas cannot load ({_clean(exc)})") from None
+    for col in df.columns:
+        if df[col].dtype == object or isinstance(df[col].dtype, pd.StringDtype):
+            s = df[col].astype(object)
+            df[col] = s.where(s != "", np.nan)
+    df.index = pd.RangeIndex(len(df))
+    df[ROW_COLUMN] = np.arange(1, len(df) + 1, dtype=np.int64)
+    return df

@@ -1,0 +1,450 @@
+"""pandera schemas of the data contract, built at run time from the config.
+
+Arm labels and declared covariates come from the config, so the schemas are
+``pandera.DataFrameSchema`` objects built by functions rather than static models. Each table is
+checked in two passes, both lazy (every failure is collected):
+
+1. :func:`input_schema` on the table as read (CSV: text): required columns present, no missing
+   value where one is needed, every value parses as its type ("not a date (YYYY-MM-DD)",
+   "not a number", ...).
+2. :func:`rules_schema` on the typed table made by :func:`coerce_table` (unparsable values are
+   missing there, so they are not reported twice): ranges, allowed labels, uniqueness and
+   comparisons between columns of a row ("followup_end >= enrolled_on").
+
+Checks across tables (pandera has none, issue #1143) validate a frame of the child table joined
+with the per-participant bounds built at run time: :func:`link_frame` and :func:`link_schema`.
+
+Check names either state the rule a failing value breaks (``age in [16, 100]``) or name what is
+wrong with it (``missing value``, ``not a date (YYYY-MM-DD)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+TABLES = ("participants", "episodes", "pain_scores")
+ID = "participant_id"
+DEFAULT_ARMS = {"control": "control", "intervention": "intervention"}
+END_REASONS = ("completed", "withdrawn", "lost_to_followup")
+COVARIATE_TYPES = ("numeric", "integer", "categorical", "boolean")
+
+# Check names used outside the schemas (table-level failures).
+CHECK_PRESENT = "column present"
+CHECK_READABLE = "readable"
+CHECK_MISSING = "missing value"
+CHECK_MISSING_ADJUST = "missing value (covariate in adjust_for)"
+CHECK_DATE = "not a date (YYYY-MM-DD)"
+CHECK_NUMBER = "not a number"
+CHECK_INTEGER = "not an integer"
+CHECK_BOOLEAN = "not a boolean (true/false, yes/no, 1/0)"
+CHECK_KNOWN = "participant_id in participants"
+
+_PARSE_CHECK = {
+    "date": CHECK_DATE,
+    "number": CHECK_NUMBER,
+    "integer": CHECK_INTEGER,
+    "boolean": CHECK_BOOLEAN,
+}
+_BOOLEAN_WORDS = {
+    "true": True,
+    "false": False,
+    "t": True,
+    "f": False,
+    "yes": True,
+    "no": False,
+    "y": True,
+    "n": False,
+    "1": True,
+    "0": False,
+}
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of the contract: its type and what is required of it."""
+
+    name: str
+    kind: str  # "string" | "date" | "number" | "integer" | "boolean"
+    required: bool = False  # the column must be present
+    not_missing: bool = False  # every value must be present
+    missing_check: str = CHECK_MISSING
+
+
+def arm_labels(config: Mapping[str, Any]) -> tuple[str, str]:
+    """The (control, intervention) labels of the ``arm`` column."""
+    arms = {**DEFAULT_ARMS, **(config.get("arms") or {})}
+    return str(arms["control"]), str(arms["intervention"])
+
+
+def _covariate_kind(kind: str) -> str:
+    return {"numeric": "number", "integer": "integer", "boolean": "boolean"}.get(kind, "string")
+
+
+def column_specs(table: str, config: Mapping[str, Any]) -> dict[str, ColumnSpec]:
+    """The contract's columns of `table`, including the covariates declared in the config."""
+    if table == "participants":
+        specs = {
+            ID: ColumnSpec(ID, "string", required=True, not_missing=True),
+            "arm": ColumnSpec("arm", "string", required=True, not_missing=True),
+            "enrolled_on": ColumnSpec("enrolled_on", "date", required=True, not_missing=True),
+            "followup_end": ColumnSpec("followup_end", "date", required=True, not_missing=True),
+            "site": ColumnSpec("site", "string"),
+            "end_reason": ColumnSpec("end_reason", "string"),
+            "age": ColumnSpec("age", "number"),
+            "sex": ColumnSpec("sex", "string"),
+            "baseline_pain": ColumnSpec("baseline_pain", "number"),
+            "prior_episodes": ColumnSpec("prior_episodes", "integer"),
+        }
+        covariates = dict(config.get("covariates") or {})
+        adjust = [str(c) for c in (config.get("adjust_for") or [])]
+        for name in [*covariates, *[a for a in adjust if a not in covariates]]:
+            if name in (ID, "arm", "enrolled_on", "followup_end"):
+                continue
+            own = specs.get(name)
+            kind = own.kind if own is not None else "string"
+            if name in covariates:
+                declared = _covariate_kind(str(covariates[name]))
+                # The contract's own type wins when stricter (prior_episodes stays an integer).
+                if own is None or not (own.kind == "integer" and declared == "number"):
+                    kind = declared
+            specs[name] = ColumnSpec(
+                name,
+                kind,
+                required=True,
+                not_missing=name in adjust,
+                missing_check=CHECK_MISSING_ADJUST if name in adjust else CHECK_MISSING,
+            )
+        return specs
+    if table == "episodes":
+        return {
+            ID: ColumnSpec(ID, "string", required=True, not_missing=True),
+            "onset_on": ColumnSpec("onset_on", "date", required=True, not_missing=True),
+            "resolved_on": ColumnSpec("resolved_on", "date"),
+            "severity": ColumnSpec("severity", "number"),
+        }
+    if table == "pain_scores":
+        return {
+            ID: ColumnSpec(ID, "string", required=True, not_missing=True),
+            "assessed_on": ColumnSpec("assessed_on", "date", required=True, not_missing=True),
+            "nrs": ColumnSpec("nrs", "number", required=True, not_missing=True),
+        }
+    raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+def parse_string(s: pd.Series) -> pd.Series:
+    """Text values (object dtype); non-text Parquet values become their string form."""
+    if s.dtype == object:
+        return s
+    out = s.astype(str).astype(object)
+    return out.where(s.notna(), np.nan)
+
+
+def parse_date(s: pd.Series) -> pd.Series:
+    """Dates as ``datetime64[ns]`` at midnight; NaT where missing or not an ISO date."""
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(s.dtype):
+        return s.astype("datetime64[ns]").dt.normalize()
+    if s.dtype != object:
+        return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    iso = s.str.fullmatch(_ISO_DATE)
+    out = pd.to_datetime(
+        s.where(iso.fillna(False).astype(bool)), format="%Y-%m-%d", errors="coerce"
+    )
+    other = iso.isna() & s.notna()  # non-text objects (e.g. datetime.date from Parquet)
+    if other.any():
+        conv = pd.to_datetime(s[other], errors="coerce", format="mixed")
+        out = out.where(~other, conv)
+    return out.astype("datetime64[ns]")
+
+
+def parse_number(s: pd.Series) -> pd.Series:
+    """Finite numbers as float64; NaN where missing or not a number."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        out = s.astype("float64")
+    elif pd.api.types.is_numeric_dtype(s.dtype):
+        out = pd.to_numeric(s, errors="coerce").astype("float64")
+    elif s.dtype == object:
+        out = pd.to_numeric(s, errors="coerce").astype("float64")
+    else:
+        return pd.Series(np.nan, index=s.index, dtype="float64")
+    return out.where(np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan)), np.nan)
+
+
+def parse_integer(s: pd.Series) -> pd.Series:
+    """Whole numbers as nullable Int64; <NA> where missing or not a whole number."""
+    num = parse_number(s)
+    whole = num.where(num == np.round(num)).where(num.abs() < 2**53)
+    return whole.astype("Int64")
+
+
+def parse_boolean(s: pd.Series) -> pd.Series:
+    """Booleans (nullable ``boolean``): true/false, t/f, yes/no, y/n, 1/0, any case."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype("boolean")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.map({1: True, 0: False}).astype("boolean")
+    if s.dtype != object:
+        return pd.Series(pd.NA, index=s.index, dtype="boolean")
+    return (
+        s.astype(str).str.strip().str.lower().map(_BOOLEAN_WORDS).where(s.notna()).astype("boolean")
+    )
+
+
+PARSERS: dict[str, Callable[[pd.Series], pd.Series]] = {
+    "string": parse_string,
+    "date": parse_date,
+    "number": parse_number,
+    "integer": parse_integer,
+    "boolean": parse_boolean,
+}
+
+
+# ------------------------------------------------------------------------------ pass 1: input
+
+
+def _parse_check(spec: ColumnSpec, cache: dict[str, pd.Series] | None) -> pa.Check:
+    parser = PARSERS[spec.kind]
+
+    def parses(s: pd.Series) -> pd.Series:
+        parsed = parser(s)
+        if cache is not None:
+            cache[spec.name] = parsed
+        return parsed.notna() | s.isna()
+
+    return pa.Check(parses, name=_PARSE_CHECK[spec.kind])
+
+
+def input_schema(
+    table: str, config: Mapping[str, Any], cache: dict[str, pd.Series] | None = None
+) -> pa.DataFrameSchema:
+    """Schema of `table` as read: columns present, values present, values parse as their type.
+
+    If `cache` is given, the parse checks store each parsed column in it, so that
+    :func:`coerce_table` need not parse a second time.
+    """
+    columns = {}
+    for spec in column_specs(table, config).values():
+        checks = []
+        if spec.not_missing:
+            checks.append(pa.Check(lambda s: s.notna(), name=spec.missing_check, ignore_na=False))
+        if spec.kind != "string":
+            checks.append(_parse_check(spec, cache))
+        columns[spec.name] = pa.Column(
+            None, checks=checks, nullable=True, required=spec.required, coerce=False
+        )
+    return pa.DataFrameSchema(columns, strict=False, name=f"{table} (input)")
+
+
+def coerce_table(
+    raw: pd.DataFrame,
+    table: str,
+    config: Mapping[str, Any],
+    cache: Mapping[str, pd.Series] | None = None,
+) -> pd.DataFrame:
+    """The typed table: contract columns parsed (unparsable values missing), others kept as read.
+
+    A required column that is absent is added as all-missing so the rule checks can run (its
+    absence is reported by the input schema).
+    """
+    out = raw.copy()
+    for spec in column_specs(table, config).values():
+        if spec.name in out.columns:
+            parsed = (cache or {}).get(spec.name)
+            out[spec.name] = PARSERS[spec.kind](raw[spec.name]) if parsed is None else parsed
+        elif spec.required or (table == "episodes" and spec.name == "resolved_on"):
+            empty = pd.Series(np.nan, index=out.index, dtype=object)
+            out[spec.name] = PARSERS[spec.kind](empty)
+    return out
+
+
+# ------------------------------------------------------------------------------ pass 2: rules
+
+
+def _between(low: float | None, high: float | None) -> Callable[[pd.Series], pd.Series]:
+    def check(s: pd.Series) -> pd.Series:
+        ok = pd.Series(True, index=s.index)
+        if low is not None:
+            ok &= s >= low
+        if high is not None:
+            ok &= s <= high
+        return ok
+
+    return check
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _range_check(name: str, low: float | None, high: float | None) -> pa.Check:
+    if low is not None and high is not None:
+        label = f"{name} in [{_fmt(low)}, {_fmt(high)}]"
+    elif low is not None:
+        label = f"{name} >= {_fmt(low)}"
+    else:
+        label = f"{name} <= {_fmt(high)}"
+    return pa.Check(_between(low, high), name=label)
+
+
+def _in_check(name: str, allowed: tuple[str, ...]) -> pa.Check:
+    values = list(allowed)
+    return pa.Check(lambda s: s.isin(values), name=f"{name} in {{{', '.join(allowed)}}}")
+
+
+def _aligned(col: pd.Series, index: pd.Index) -> pd.Series:
+    return col if col.index.equals(index) else col.reindex(index)
+
+
+def _compare_check(frame: pd.DataFrame, col: str, op: str, other: str) -> pa.Check:
+    """`col op other` within a row of `frame`; rows where either side is missing pass."""
+    ops = {
+        ">=": lambda a, b: a >= b,
+        ">": lambda a, b: a > b,
+        "<=": lambda a, b: a <= b,
+        "<": lambda a, b: a < b,
+    }
+    fn = ops[op]
+
+    def check(s: pd.Series) -> pd.Series:
+        ref = _aligned(frame[other], s.index)
+        return fn(s, ref) | s.isna() | ref.isna()
+
+    return pa.Check(check, name=f"{col} {op} {other}", ignore_na=False)
+
+
+def _unique_check(frame: pd.DataFrame, keys: list[str], col: str) -> pa.Check:
+    """No two rows share the values of `keys`; rows with a missing key pass."""
+
+    def check(s: pd.Series) -> pd.Series:
+        sub = frame[keys] if frame.index.equals(s.index) else frame.loc[s.index, keys]
+        return ~sub.duplicated(keep=False) | sub.isna().any(axis=1)
+
+    label = f"{keys[0]} unique" if len(keys) == 1 else f"({', '.join(keys)}) unique"
+    return pa.Check(check, name=label, ignore_na=False)
+
+
+def rules_schema(table: str, config: Mapping[str, Any], typed: pd.DataFrame) -> pa.DataFrameSchema:
+    """Schema of the typed `table` (from :func:`coerce_table`): ranges, labels, row rules.
+
+    Comparisons between columns and uniqueness of key pairs are attached to the column they
+    are reported on and read the other columns of `typed`, the frame to validate.
+    """
+    checks: dict[str, list[pa.Check]] = {}
+
+    def add(col: str, check: pa.Check) -> None:
+        if col in typed.columns:
+            checks.setdefault(col, []).append(check)
+
+    if table == "participants":
+        add(ID, _unique_check(typed, [ID], ID))
+        add("arm", _in_check("arm", arm_labels(config)))
+        add("followup_end", _compare_check(typed, "followup_end", ">=", "enrolled_on"))
+        add("end_reason", _in_check("end_reason", END_REASONS))
+        add("age", _range_check("age", 16, 100))
+        add("baseline_pain", _range_check("baseline_pain", 0, 10))
+        add("prior_episodes", _range_check("prior_episodes", 0, None))
+    elif table == "episodes":
+        add("onset_on", _unique_check(typed, [ID, "onset_on"], "onset_on"))
+        if "resolved_on" in typed.columns:
+            add("resolved_on", _compare_check(typed, "resolved_on", ">=", "onset_on"))
+        add("severity", _range_check("severity", 0, 10))
+    elif table == "pain_scores":
+        add("assessed_on", _unique_check(typed, [ID, "assessed_on"], "assessed_on"))
+        add("nrs", _range_check("nrs", 0, 10))
+    else:
+        raise ValueError(f"unknown table {table!r}")
+    columns = {
+        col: pa.Column(None, checks=cs, nullable=True, required=False, coerce=False)
+        for col, cs in checks.items()
+    }
+    return pa.DataFrameSchema(columns, strict=False, name=f"{table} (rules)")
+
+
+# ------------------------------------------------------------------------ pass 3: across tables
+
+LINK_RULES = {
+    "episodes": ("onset_on", ">", "<="),
+    "pain_scores": ("assessed_on", ">=", "<="),
+}
+
+
+def link_frame(child: pd.DataFrame, table: str, participants: pd.DataFrame) -> pd.DataFrame:
+    """`child`'s id and date with its participant's enrolment and follow-up end (same index).
+
+    Adds ``_known`` (the id is in the participants table); for a repeated participant id the
+    first row's dates are used (the repeat is reported by the participants' rules).
+    """
+    date_col = LINK_RULES[table][0]
+    bounds = participants[[ID, "enrolled_on", "followup_end"]]
+    bounds = bounds[bounds[ID].notna()].drop_duplicates(ID).set_index(ID)
+    ids = child[ID]
+    out = pd.DataFrame({ID: ids, date_col: child[date_col]}, index=child.index)
+    out["_known"] = ids.isin(bounds.index)
+    out["enrolled_on"] = ids.map(bounds["enrolled_on"]).astype("datetime64[ns]")
+    out["followup_end"] = ids.map(bounds["followup_end"]).astype("datetime64[ns]")
+    return out
+
+
+def link_schema(table: str, linked: pd.DataFrame) -> pa.DataFrameSchema:
+    """Schema of :func:`link_frame`'s output: known participant, date within follow-up."""
+    date_col, low_op, high_op = LINK_RULES[table]
+    known = pa.Check(lambda s: _aligned(linked["_known"], s.index), name=CHECK_KNOWN)
+    return pa.DataFrameSchema(
+        {
+            ID: pa.Column(None, checks=[known], nullable=True, coerce=False),
+            date_col: pa.Column(
+                None,
+                checks=[
+                    _compare_check(linked, date_col, low_op, "enrolled_on"),
+                    _compare_check(linked, date_col, high_op, "followup_end"),
+                ],
+                nullable=True,
+                coerce=False,
+            ),
+        },
+        strict=False,
+        name=f"{table} (across tables)",
+    )
+
+
+# ----------------------------------------------------------------------------- failure cases
+
+
+def failure_frame(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate lazily; the failures as columns ``index`` (-1: whole table), ``column``, ``check``.
+
+    pandera's ``column_in_dataframe`` becomes ``column present`` on the missing column.
+    """
+    try:
+        schema.validate(frame, lazy=True, inplace=True)
+    except pa.errors.SchemaErrors as exc:
+        fc = exc.failure_cases
+    else:
+        return pd.DataFrame(
+            {
+                "index": pd.Series(dtype="int64"),
+                "column": pd.Series(dtype=object),
+                "check": pd.Series(dtype=object),
+            }
+        )
+    check = fc["check"].astype(str)
+    column = fc["column"].astype(object)
+    missing_col = check == "column_in_dataframe"
+    column = column.where(~missing_col, fc["failure_case"])
+    check = check.where(~missing_col, CHECK_PRESENT)
+    index = pd.to_numeric(fc["index"], errors="coerce").fillna(-1).astype("int64")
+    out = pd.DataFrame(
+        {"index": index.to_numpy(), "column": column.to_numpy(), "check": check.to_numpy()}
+    )
+    return out.drop_duplicates(ignore_index=True)
