@@ -26,7 +26,12 @@ def cohort():
             "participant_id": ["A", "B", "C", "D"],
             "arm": ["control", "intervention", "control", "intervention"],
             "enrolled_on": [_d("2025-01-01"), _d("2025-01-01"), _d("2025-02-01"), _d("2025-03-01")],
-            "followup_end": [_d("2025-01-31"), _d("2025-01-21"), _d("2025-02-15"), _d("2025-03-01")],
+            "followup_end": [
+                _d("2025-01-31"),
+                _d("2025-01-21"),
+                _d("2025-02-15"),
+                _d("2025-03-01"),
+            ],
             "age": [30, 40, 50, 60],
         }
     )
@@ -42,7 +47,9 @@ def cohort():
 
 def _rows(cp, pid):
     sub = cp[cp["participant_id"] == pid]
-    return [tuple(int(v) for v in r) for r in sub[["episode", "start", "stop", "gap", "event"]].values]
+    return [
+        tuple(int(v) for v in r) for r in sub[["episode", "start", "stop", "gap", "event"]].values
+    ]
 
 
 def test_counting_process_total_time(cohort):
@@ -102,7 +109,9 @@ def test_counts_and_exposure(cohort):
 
 
 def test_counts_agree_with_counting_process_on_demo(repo):
-    p = pd.read_csv(repo / "data/demo/participants.csv", parse_dates=["enrolled_on", "followup_end"])
+    p = pd.read_csv(
+        repo / "data/demo/participants.csv", parse_dates=["enrolled_on", "followup_end"]
+    )
     e = pd.read_csv(repo / "data/demo/episodes.csv", parse_dates=["onset_on", "resolved_on"])
     d = derive_all(p, e, CONFIG)
     cp, c = d["counting_process"], d["counts"]

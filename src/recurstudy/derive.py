@@ -167,7 +167,9 @@ def main_derive(config_path: str, clean_dir: str, outdir: str) -> int:
     config = load_config(config_path)
     tables = read_clean(clean_dir)
     if "participants" not in tables or "episodes" not in tables:
-        print(f"recurstudy: no validated tables in {clean_dir}; run validation first", file=sys.stderr)
+        print(
+            f"recurstudy: no validated tables in {clean_dir}; run validation first", file=sys.stderr
+        )
         return 1
     for name, df in derive_all(tables["participants"], tables["episodes"], config).items():
         write_parquet(df, Path(outdir) / f"{name}.parquet")

@@ -163,9 +163,7 @@ def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
     return ModelResult(pd.DataFrame([row], columns=TIDY_COLUMNS), converged=False, message=message)
 
 
-def design(
-    formula: str, data: pd.DataFrame, *, intercept: bool
-) -> tuple[pd.DataFrame, list[str]]:
+def design(formula: str, data: pd.DataFrame, *, intercept: bool) -> tuple[pd.DataFrame, list[str]]:
     """Design matrix from the formula's right-hand side with formulaic (rows with NA dropped).
 
     Returns the matrix (aligned to `data`'s index, so callers can subset the response) and its

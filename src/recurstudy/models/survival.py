@@ -212,9 +212,7 @@ def mean_cumulative_function(cp: pd.DataFrame) -> pd.DataFrame:
     at_risk = (len(stop) - np.searchsorted(stop, times, side="left")) - (
         len(start) - np.searchsorted(start, times, side="left")
     )
-    d = np.bincount(
-        np.searchsorted(times, ev["stop"].to_numpy(dtype=float)), minlength=times.size
-    )
+    d = np.bincount(np.searchsorted(times, ev["stop"].to_numpy(dtype=float)), minlength=times.size)
     return pd.DataFrame(
         {"time": times, "n_risk": at_risk, "n_event": d, "mcf": np.cumsum(d / at_risk)}
     )
@@ -246,8 +244,12 @@ class KaplanMeier(Model):
             surv.append(tab.assign(arm=label))
             below = tab.loc[tab["surv"] <= 0.5, "time"]
             med.append(
-                {"arm": label, "n": len(g), "events": int(g["event"].sum()),
-                 "median_time": float(below.iloc[0]) if len(below) else np.nan}
+                {
+                    "arm": label,
+                    "n": len(g),
+                    "events": int(g["event"].sum()),
+                    "median_time": float(below.iloc[0]) if len(below) else np.nan,
+                }
             )
             c = counting_process[counting_process["arm"].astype(str) == label]
             mcf.append(mean_cumulative_function(c).assign(arm=label))
