@@ -1,0 +1,772 @@
+"""Count models of episodes per participant: Poisson, negative binomial (NB2) and ZINB.
+
+All three model ``n_episodes`` with the offset ``log(exposure_days)``, so ``exp(estimate)`` of
+``arm[T.intervention]`` is the rate ratio. Participants with ``exposure_days <= 0`` (or missing)
+contribute nothing and are dropped before fitting (never ``log(0)``); the ``sample`` extra and the
+message say how many. The conventions follow R, against which they are tested
+(tests/fixtures/counts, R 4.2.2):
+
+``poisson``  ``glm(n ~ x + offset(log(exposure)), family = poisson)``. The tidy table reports the
+             plain sandwich, ``sandwich::vcovHC(fit, type = "HC0")`` (robust = True): episodes are
+             overdispersed, and HC0 keeps the rate-ratio interval valid whatever the variance
+             function, with no small-sample factor (as the Cox models' robust errors). Extras:
+             ``naive`` (model-based errors), ``hc1`` (HC0 * n / (n - p)), ``overdispersion``
+             (Pearson chi2/df and AER::dispersiontest's Cameron-Trivedi tests).
+``negbin``   ``MASS::glm.nb``: NB2, Var = mu + mu^2 / theta, theta by maximum likelihood
+             (statsmodels' discrete NegativeBinomial, alpha = 1 / theta). Coefficient errors are
+             glm.nb's: the GLM (expected) information at the final theta, theta held fixed, i.e.
+             ``inv(X' diag(mu / (1 + alpha mu)) X)`` - not statsmodels' joint observed Hessian.
+             SE(theta) is MASS::theta.ml's. Extras: ``dispersion``, ``lr_test`` (NB vs Poisson,
+             half chi-square p-value, = pscl::odTest), ``robust`` (sandwich HC0 at fixed theta).
+``zinb``     ``pscl::zeroinfl(n ~ x + offset(log(exposure)) | z, dist = "negbin")``. Fitted with
+             statsmodels' ZeroInflatedNegativeBinomialP (p = 2, BFGS then Newton), polished with
+             Newton steps on the analytic score in pscl's parametrisation (beta, gamma,
+             log theta); the covariance is the inverse of the Hessian obtained, as pscl does, by
+             central differences of the analytic gradient (step ``hessian_step``; pscl's optim
+             uses 1e-3, the default here is 1e-5, which is closer to the exact Hessian). Zero-
+             inflation terms are prefixed ``zero_``. Extras: ``dispersion``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from recurstudy.models.base import Model, ModelResult, ModelSpec, design, failed, register, tidy
+
+ID = "participant_id"
+Y = "n_episodes"
+EXPOSURE = "exposure_days"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared preparation
+# ---------------------------------------------------------------------------------------------
+
+
+class _Prepared:
+    """The analysed rows: response, log exposure, design matrix and what was dropped."""
+
+    def __init__(self, df, X, names, y, offset, n_input, n_zero_exposure, n_missing):
+        self.df = df
+        self.X = X
+        self.names = names
+        self.y = y
+        self.offset = offset
+        self.n_input = n_input
+        self.n_zero_exposure = n_zero_exposure
+        self.n_missing = n_missing
+
+    @property
+    def n(self) -> int:
+        return int(self.y.size)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.y.sum())
+
+    def dropped_message(self) -> str:
+        parts = []
+        if self.n_zero_exposure:
+            parts.append(f"{self.n_zero_exposure} participant(s) with zero exposure dropped")
+        if self.n_missing:
+            parts.append(f"{self.n_missing} participant(s) with missing values dropped")
+        return "; ".join(parts)
+
+    def sample_table(self, spec: ModelSpec) -> pd.DataFrame:
+        rows = []
+        arms = self.df["arm"].astype(str)
+        for label in [spec.arms["control"], spec.arms["intervention"], "all"]:
+            m = np.ones(self.n, bool) if label == "all" else (arms == label).to_numpy()
+            rows.append(
+                {
+                    "model": spec.name,
+                    "arm": label,
+                    "n_participants": int(m.sum()),
+                    "n_events": int(self.y[m].sum()),
+                    "exposure_days": float(np.exp(self.offset[m]).sum()),
+                }
+            )
+        out = pd.DataFrame(rows)
+        out["n_input"] = self.n_input
+        out["n_dropped_zero_exposure"] = self.n_zero_exposure
+        out["n_dropped_missing"] = self.n_missing
+        return out
+
+
+def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared | ModelResult:
+    """Checks and design; a failed() result for data problems (never raises)."""
+    if counts is None or len(counts) == 0:
+        return failed(spec, "no participants in the counts dataset")
+    missing_cols = [c for c in ("arm", Y, EXPOSURE) if c not in counts.columns]
+    if missing_cols:
+        return failed(spec, f"counts dataset lacks column(s) {missing_cols}")
+    df = counts.copy()
+    n_input = len(df)
+    exposure = pd.to_numeric(df[EXPOSURE], errors="coerce")
+    keep = exposure.notna() & (exposure > 0)
+    n_zero = int((~keep).sum())
+    df = df.loc[keep]
+    if len(df) == 0:
+        return failed(
+            spec, f"no participant has positive exposure ({n_zero} with zero exposure dropped)"
+        )
+    if not isinstance(df["arm"].dtype, pd.CategoricalDtype):
+        df["arm"] = pd.Categorical(
+            df["arm"], categories=[spec.arms["control"], spec.arms["intervention"]]
+        )
+    try:
+        X, names = design(spec.formula, df, intercept=True)
+    except Exception as exc:  # formula or column problems are results, not crashes
+        return failed(spec, f"cannot build the design matrix: {exc}")
+    n_missing = len(df) - len(X)
+    df = df.loc[X.index]
+    y = pd.to_numeric(df[Y], errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(y)
+    if not ok.all():
+        n_missing += int((~ok).sum())
+        df, X, y = df.loc[ok], X.loc[ok], y[ok]
+    offset = np.log(df[EXPOSURE].to_numpy(dtype=float))
+    prep = _Prepared(df, X.to_numpy(), names, y, offset, n_input, n_zero, n_missing)
+    counts_kw = {"n_participants": prep.n, "n_events": int(y.sum()) if y.size else 0}
+    note = prep.dropped_message()
+    suffix = f" ({note})" if note else ""
+    if prep.n == 0:
+        return failed(spec, "no participant left after dropping missing values" + suffix)
+    if np.any(y < 0) or np.any(y != np.round(y)):
+        return failed(spec, "n_episodes must be non-negative integers" + suffix, **counts_kw)
+    term = spec.intervention_term
+    arms_present = df["arm"].astype(str).unique()
+    if len(arms_present) < 2 or term not in names:
+        return failed(spec, "only one arm among the analysed participants" + suffix, **counts_kw)
+    if prep.n_events == 0:
+        return failed(spec, "no episodes in either arm" + suffix, **counts_kw)
+    for label in (spec.arms["control"], spec.arms["intervention"]):
+        if y[(df["arm"].astype(str) == label).to_numpy()].sum() == 0:
+            return failed(
+                spec,
+                f"no episodes in the {label} arm: the rate ratio is not estimable"
+                " (separation)" + suffix,
+                **counts_kw,
+            )
+    if np.linalg.matrix_rank(prep.X) < prep.X.shape[1]:
+        return failed(spec, "the design matrix is rank deficient" + suffix, **counts_kw)
+    if prep.n <= prep.X.shape[1]:
+        return failed(spec, "too few participants for the number of terms" + suffix, **counts_kw)
+    return prep
+
+
+def _warning_messages(caught) -> list[str]:
+    """Convergence-type warnings caught during a fit (others are dropped as noise)."""
+    from statsmodels.tools.sm_exceptions import (
+        ConvergenceWarning,
+        HessianInversionWarning,
+        PerfectSeparationWarning,
+    )
+
+    keep = (ConvergenceWarning, HessianInversionWarning, PerfectSeparationWarning)
+    out = []
+    for w in caught:
+        if issubclass(w.category, keep):
+            msg = f"{w.category.__name__}: {str(w.message).splitlines()[0]}"
+            if msg not in out:
+                out.append(msg)
+    return out
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _sandwich(bread: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """bread * (sum_i s_i s_i') * bread: sandwich::vcovHC(type = "HC0") for a GLM."""
+    meat = scores.T @ scores
+    return bread @ meat @ bread
+
+
+def _poisson_glm(prep: _Prepared):
+    import statsmodels.api as sm
+
+    model = sm.GLM(prep.y, prep.X, family=sm.families.Poisson(), offset=prep.offset)
+    # Tighter than R's default epsilon (1e-8): R's reference was fitted with 1e-12 too.
+    return model.fit(method="IRLS", tol=1e-12, maxiter=200)
+
+
+def _finite(*arrays) -> bool:
+    return all(np.all(np.isfinite(np.asarray(a))) for a in arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# Poisson
+# ---------------------------------------------------------------------------------------------
+
+
+def cameron_trivedi(y: np.ndarray, mu: np.ndarray) -> pd.DataFrame:
+    """AER::dispersiontest: the Cameron-Trivedi auxiliary-regression tests of equidispersion.
+
+    aux_i = ((y_i - mu_i)^2 - y_i) / mu_i.
+    - trafo = NULL: H0 Var = mu vs Var = c mu, c > 1; z = sqrt(n) mean(aux) / sd(aux),
+      estimate c = mean(aux) + 1;
+    - trafo = g: OLS without intercept of aux on g(mu) / mu; z = that coefficient's t value,
+      estimate alpha (g(mu) = mu^2: NB2-type, Var = mu + alpha mu^2; g(mu) = mu: NB1-type).
+    One-sided (overdispersion) p-values, upper tail of N(0, 1), as AER's default.
+    """
+    aux = ((y - mu) ** 2 - y) / mu
+    n = aux.size
+    rows = []
+    z = np.sqrt(n) * aux.mean() / aux.std(ddof=1)
+    rows.append(("cameron_trivedi", "Var = c * mu", "dispersion", aux.mean() + 1.0, 1.0, z))
+    for power, form in ((2, "Var = mu + alpha * mu^2"), (1, "Var = mu + alpha * mu")):
+        x = mu**power / mu
+        coef = (x @ aux) / (x @ x)
+        resid = aux - coef * x
+        s2 = (resid @ resid) / (n - 1)
+        z = coef / np.sqrt(s2 / (x @ x))
+        rows.append((f"cameron_trivedi_trafo{power}", form, "alpha", coef, 0.0, z))
+    out = pd.DataFrame(
+        rows,
+        columns=["test", "alternative_form", "parameter", "estimate", "null_value", "statistic"],
+    )
+    out["df"] = np.nan
+    out["p_value"] = stats.norm.sf(out["statistic"])
+    return out
+
+
+@register
+class PoissonModel(Model):
+    """Poisson GLM of episodes with log-exposure offset; tidy errors: sandwich HC0."""
+
+    kind = "poisson"
+    datasets = ("counts",)
+
+    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        prep = _prepare(spec, data.get("counts"))
+        if isinstance(prep, ModelResult):
+            return prep
+        note = prep.dropped_message()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                res = _poisson_glm(prep)
+            except Exception as exc:  # numerical failure is a result
+                return failed(
+                    spec,
+                    _join(f"Poisson fit failed: {exc}", note),
+                    n_participants=prep.n,
+                    n_events=prep.n_events,
+                )
+        problems = _warning_messages(caught)
+        beta = np.asarray(res.params)
+        converged = bool(getattr(res, "converged", True)) and not problems and _finite(beta)
+        mu = np.exp(prep.X @ beta + prep.offset)
+        # Model-based covariance inv(X' diag(mu) X) at the final estimate (R's vcov(glm) uses the
+        # weights of its last IRLS iteration: the same at convergence).
+        naive = np.linalg.inv(prep.X.T @ (prep.X * mu[:, None]))
+        # sandwich::vcovHC(type = "HC0"): bread = inv(X' W X) (W = mu), scores x_i (y_i - mu_i).
+        hc0 = _sandwich(naive, prep.X * (prep.y - mu)[:, None])
+        n, p = prep.X.shape
+        hc1 = hc0 * n / (n - p)
+        llf = float(res.llf)  # includes -log(y!), as R's logLik
+        message = _join(note, *problems, "" if converged else "Poisson IRLS did not converge")
+        common = dict(
+            n_participants=prep.n,
+            n_events=prep.n_events,
+            log_likelihood=llf,
+            converged=converged,
+            message=message,
+        )
+        table = tidy(spec, prep.names, beta, np.sqrt(np.diag(hc0)), robust=True, **common)
+        pearson = float(np.sum((prep.y - mu) ** 2 / mu))
+        df_resid = n - p
+        od = cameron_trivedi(prep.y, mu)
+        pearson_row = pd.DataFrame(
+            [
+                {
+                    "test": "pearson_chi2",
+                    "alternative_form": "Var = phi * mu",
+                    "parameter": "chi2 / df",
+                    "estimate": pearson / df_resid,
+                    "null_value": 1.0,
+                    "statistic": pearson,
+                    "df": float(df_resid),
+                    "p_value": float(stats.chi2.sf(pearson, df_resid)),
+                }
+            ]
+        )
+        od = pd.concat([pearson_row, od], ignore_index=True)
+        od.insert(0, "model", spec.name)
+        od["deviance"] = float(res.deviance)
+        extras = {
+            "naive": tidy(spec, prep.names, beta, np.sqrt(np.diag(naive)), robust=False, **common),
+            "hc1": tidy(spec, prep.names, beta, np.sqrt(np.diag(hc1)), robust=True, **common),
+            "overdispersion": od,
+            "sample": prep.sample_table(spec),
+        }
+        return ModelResult(table, extras, converged=converged, message=message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Negative binomial (NB2), MASS::glm.nb
+# ---------------------------------------------------------------------------------------------
+
+
+def _theta_score(th, mu, y):
+    return np.sum(
+        special.digamma(th + y)
+        - special.digamma(th)
+        + np.log(th)
+        + 1.0
+        - np.log(th + mu)
+        - (y + th) / (mu + th)
+    )
+
+
+def _theta_info(th, mu, y):
+    return np.sum(
+        -special.polygamma(1, th + y)
+        + special.polygamma(1, th)
+        - 1.0 / th
+        + 2.0 / (mu + th)
+        - (y + th) / (mu + th) ** 2
+    )
+
+
+def theta_ml_se(y: np.ndarray, mu: np.ndarray, limit: int = 25) -> tuple[float, float]:
+    """MASS::theta.ml at the final mu: (theta, SE) exactly as glm.nb reports them.
+
+    theta.ml runs Newton from the moment estimate n / sum((y / mu - 1)^2) until the step is at most
+    .Machine$double.eps^0.25 and reports SE = 1 / sqrt(info) with the information of the last
+    Newton step, i.e. evaluated one iterate before the returned theta (limit = glm.control's
+    maxit = 25). The information-at-the-estimate SE is given beside it by the caller.
+    """
+    eps = np.finfo(float).eps ** 0.25
+    t0 = y.size / np.sum((y / mu - 1.0) ** 2)
+    it, delta, info = 0, 1.0, np.nan
+    while True:
+        it += 1
+        if not (it < limit and abs(delta) > eps):
+            break
+        t0 = abs(t0)
+        info = _theta_info(t0, mu, y)
+        delta = _theta_score(t0, mu, y) / info
+        t0 = t0 + delta
+    return float(t0), float(np.sqrt(1.0 / info))
+
+
+def _score_tolerance(n: int) -> float:
+    return 1e-6 * max(1.0, float(n))
+
+
+def _fit_negbin(prep: _Prepared, pois) -> tuple[object | None, list[str]]:
+    """statsmodels' discrete NB2 by maximum likelihood: Newton, else BFGS then Newton.
+
+    Starts from the Poisson coefficients and the moment estimate of alpha. An attempt is accepted
+    when its estimates are finite, alpha > 0 and the score is zero (|score| <= 1e-6 n); statsmodels'
+    own flag is not enough (Newton can report converged with NaN estimates). Returns the accepted
+    result (or None) and the convergence warnings of the accepted attempt (or of all attempts).
+    """
+    import statsmodels.api as sm
+
+    model = sm.NegativeBinomial(prep.y, prep.X, loglike_method="nb2", offset=prep.offset)
+    beta0 = np.asarray(pois.params)
+    mu0 = np.exp(prep.X @ beta0 + prep.offset)
+    theta0 = prep.n / np.sum((prep.y / mu0 - 1.0) ** 2)
+    alpha0 = 1.0 / theta0 if np.isfinite(theta0) and theta0 > 0 else 1.0
+    start = np.append(beta0, alpha0)
+    messages: list[str] = []
+
+    def attempt(start_params, method, **kw):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                res = model.fit(start_params=start_params, method=method, disp=0, **kw)
+            except Exception as exc:  # numerical failure: try the next route
+                return None, [f"{method}: {exc}"]
+        return res, _warning_messages(caught)
+
+    def ok(res) -> bool:
+        if res is None or not _finite(res.params, res.llf) or not res.params[-1] > 0:
+            return False
+        score = np.asarray(model.score(np.asarray(res.params)))
+        return _finite(score) and np.max(np.abs(score)) <= _score_tolerance(prep.n)
+
+    res, msgs = attempt(start, "newton", maxiter=100, tol=1e-10)
+    if ok(res):
+        return res, msgs
+    messages += msgs
+    res, msgs = attempt(start, "bfgs", maxiter=5000, gtol=1e-9)
+    messages += msgs
+    if res is not None and _finite(res.params) and res.params[-1] > 0:
+        res2, msgs2 = attempt(np.asarray(res.params), "newton", maxiter=100, tol=1e-10)
+        if ok(res2):
+            return res2, msgs2
+        if ok(res):
+            return res, msgs
+        messages += msgs2
+    return (res if res is not None and _finite(res.params) else None), messages or [
+        "NB2 optimisation did not reach a zero score"
+    ]
+
+
+@register
+class NegativeBinomialModel(Model):
+    """NB2 regression (MASS::glm.nb conventions) with log-exposure offset."""
+
+    kind = "negbin"
+    datasets = ("counts",)
+
+    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        prep = _prepare(spec, data.get("counts"))
+        if isinstance(prep, ModelResult):
+            return prep
+        note = prep.dropped_message()
+        counts_kw = dict(n_participants=prep.n, n_events=prep.n_events)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pois = _poisson_glm(prep)
+            res, problems = _fit_negbin(prep, pois)
+        except Exception as exc:
+            return failed(spec, _join(f"negative binomial fit failed: {exc}", note), **counts_kw)
+        if res is None:
+            return failed(spec, _join("negative binomial fit failed", *problems, note), **counts_kw)
+        params = np.asarray(res.params)
+        beta, alpha = params[:-1], float(params[-1])
+        if not alpha > 1e-8:
+            return failed(
+                spec,
+                _join(
+                    "no overdispersion: the NB2 dispersion is at its boundary (alpha = 0,"
+                    " theta = infinity); use the Poisson model",
+                    note,
+                ),
+                **counts_kw,
+            )
+        theta = 1.0 / alpha
+        mu = np.exp(prep.X @ beta + prep.offset)
+        score = np.asarray(res.model.score(params))
+        converged = bool(np.max(np.abs(score)) <= _score_tolerance(prep.n))
+        if converged:
+            problems = []  # warnings of discarded attempts do not matter
+        else:
+            problems.append(
+                f"score not zero at the estimate (max |score| {np.max(np.abs(score)):.2g})"
+            )
+        # glm.nb's covariance: the GLM information at the final theta, theta held fixed.
+        w = mu / (1.0 + alpha * mu)
+        bread = np.linalg.inv(prep.X.T @ (prep.X * w[:, None]))
+        # sandwich::vcovHC(glm.nb fit, "HC0"): GLM scores at fixed theta.
+        hc0 = _sandwich(bread, prep.X * ((prep.y - mu) / (1.0 + alpha * mu))[:, None])
+        _, se_theta_r = theta_ml_se(prep.y, mu)
+        se_theta_final = float(np.sqrt(1.0 / _theta_info(theta, mu, prep.y)))
+        llf = float(res.llf)  # full NB2 log-likelihood, theta included (R's logLik(glm.nb))
+        llf_pois = float(pois.llf)
+        lr = max(0.0, 2.0 * (llf - llf_pois))
+        message = _join(note, *problems, "" if converged else "NB2 fit did not converge")
+        common = dict(log_likelihood=llf, converged=converged, message=message, **counts_kw)
+        table = tidy(spec, prep.names, beta, np.sqrt(np.diag(bread)), robust=False, **common)
+        dispersion = pd.DataFrame(
+            [
+                {
+                    "model": spec.name,
+                    "theta": theta,
+                    "se_theta": se_theta_r,
+                    "se_theta_at_estimate": se_theta_final,
+                    "alpha": alpha,
+                    "se_alpha": se_theta_final / theta**2,
+                    "log_likelihood": llf,
+                    "n_participants": prep.n,
+                    "converged": converged,
+                }
+            ]
+        )
+        lr_test = pd.DataFrame(
+            [
+                {
+                    "model": spec.name,
+                    "test": "lr_negbin_vs_poisson",
+                    "statistic": lr,
+                    "df": 1,
+                    "p_value": 0.5 * float(stats.chi2.sf(lr, 1)),
+                    "log_likelihood_negbin": llf,
+                    "log_likelihood_poisson": llf_pois,
+                    "note": "H0 theta = infinity is on the boundary: half chi-square(1) p-value",
+                }
+            ]
+        )
+        extras = {
+            "dispersion": dispersion,
+            "lr_test": lr_test,
+            "robust": tidy(spec, prep.names, beta, np.sqrt(np.diag(hc0)), robust=True, **common),
+            "sample": prep.sample_table(spec),
+        }
+        return ModelResult(table, extras, converged=converged, message=message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Zero-inflated negative binomial, pscl::zeroinfl(dist = "negbin")
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_plogis(x):
+    return -np.logaddexp(0.0, -x)
+
+
+def zinb_loglik(par, X, Z, y, offset, kx, kz):
+    """ZINB log-likelihood and its gradient in pscl's parametrisation (beta, gamma, log theta)."""
+    beta, gamma, logth = par[:kx], par[kx : kx + kz], par[kx + kz]
+    th = np.exp(logth)
+    eta = X @ beta + offset
+    mu = np.exp(eta)
+    zg = Z @ gamma
+    log_pi, log_1mpi = _log_plogis(zg), _log_plogis(-zg)
+    pi = np.exp(log_pi)
+    log_th_mu = np.log(th + mu)
+    log_f0 = th * (logth - log_th_mu)
+    zero = y == 0
+    ll0 = np.logaddexp(log_pi, log_1mpi + log_f0)
+    lnb = (
+        special.gammaln(y + th)
+        - special.gammaln(th)
+        - special.gammaln(y + 1.0)
+        + th * (logth - log_th_mu)
+        + y * (eta - log_th_mu)
+    )
+    ll = np.where(zero, ll0, log_1mpi + lnb)
+    # gradient
+    r0 = np.exp(log_1mpi + log_f0 - ll0)  # (1 - pi) f0 / L0 at y = 0
+    d_eta = np.where(zero, -r0 * th * mu / (th + mu), th * (y - mu) / (th + mu))
+    d_zg = np.where(zero, np.exp(log_pi + log_1mpi - ll0) * (1.0 - np.exp(log_f0)), -pi)
+    dlogf0_dth = logth - log_th_mu + mu / (th + mu)
+    dnb_dth = (
+        special.digamma(y + th)
+        - special.digamma(th)
+        + logth
+        + 1.0
+        - log_th_mu
+        - (y + th) / (mu + th)
+    )
+    d_logth = th * np.where(zero, r0 * dlogf0_dth, dnb_dth)
+    grad = np.concatenate([X.T @ d_eta, Z.T @ d_zg, [d_logth.sum()]])
+    return float(ll.sum()), grad
+
+
+def central_hessian(grad, par, step):
+    """optim's optimHess: central differences of the gradient, symmetrised."""
+    k = par.size
+    H = np.empty((k, k))
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = step
+        H[i] = (grad(par + e) - grad(par - e)) / (2.0 * step)
+    return 0.5 * (H + H.T)
+
+
+def _inflation_design(spec: ModelSpec, df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    rhs = str(spec.options.get("inflation", "1")).strip() or "1"
+    if rhs == "1":
+        return np.ones((len(df), 1)), ["Intercept"]
+    Z, names = design(rhs, df, intercept=True)
+    return Z.reindex(df.index).to_numpy(), names
+
+
+@register
+class ZeroInflatedNegBinModel(Model):
+    """ZINB (pscl::zeroinfl conventions): NB2 counts with offset, logit zero inflation."""
+
+    kind = "zinb"
+    datasets = ("counts",)
+
+    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        prep = _prepare(spec, data.get("counts"))
+        if isinstance(prep, ModelResult):
+            return prep
+        note = prep.dropped_message()
+        counts_kw = dict(n_participants=prep.n, n_events=prep.n_events)
+        try:
+            Z, znames = _inflation_design(spec, prep.df)
+        except Exception as exc:
+            return failed(
+                spec, _join(f"cannot build the inflation design: {exc}", note), **counts_kw
+            )
+        if not np.all(np.isfinite(Z)):
+            return failed(
+                spec, _join("missing values in the inflation covariates", note), **counts_kw
+            )
+        if not np.any(prep.y == 0):
+            return failed(
+                spec, _join("no zero counts: zero inflation is not estimable", note), **counts_kw
+            )
+        step = float(spec.options.get("hessian_step", 1e-5))
+        X, y, off = prep.X, prep.y, prep.offset
+        kx, kz = X.shape[1], Z.shape[1]
+
+        def loglik(p):
+            return zinb_loglik(p, X, Z, y, off, kx, kz)
+
+        def grad(p):
+            return loglik(p)[1]
+
+        try:
+            start, optimiser, par, sm_llf, sm_problems = self._fit_statsmodels(prep, Z)
+        except Exception as exc:  # numerical failure is a result
+            return failed(spec, _join(f"ZINB fit failed: {exc}", note), **counts_kw)
+        if par is None:
+            # statsmodels gave no usable estimate: BFGS on the analytic score from the same start,
+            # as pscl does (optim BFGS, log theta unconstrained).
+            from scipy.optimize import minimize
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                opt = minimize(
+                    lambda p: tuple(-v for v in loglik(p)),
+                    start,
+                    jac=True,
+                    method="BFGS",
+                    options={"gtol": 1e-8, "maxiter": 10000},
+                )
+            par, optimiser = opt.x, "scipy BFGS (statsmodels failed)"
+        par, llf, g = self._newton_polish(loglik, grad, par)
+        gmax = float(np.max(np.abs(g))) if _finite(g) else np.inf
+        problems: list[str] = []
+        converged = bool(np.isfinite(llf) and gmax <= _score_tolerance(prep.n))
+        if not converged:
+            problems += sm_problems
+            problems.append(f"score not zero at the estimate (max |score| {gmax:.2g})")
+        H = central_hessian(grad, par, step)
+        with np.errstate(invalid="ignore"):
+            try:
+                vc = np.linalg.inv(-H)
+                se_all = np.sqrt(np.diag(vc))
+            except np.linalg.LinAlgError:
+                se_all = np.full(par.size, np.nan)
+        if not _finite(se_all):
+            converged = False
+            problems.append("the Hessian is not negative definite: no standard errors")
+        theta = float(np.exp(par[-1]))
+        pi_hat = special.expit(Z @ par[kx : kx + kz])
+        boundary = ""
+        if np.max(pi_hat) < 1e-4:
+            boundary = (
+                "zero inflation at its boundary (structural-zero probability"
+                f" {np.max(pi_hat):.1e}):"
+                " the zero_ terms are not identified and the count part is the NB2 fit"
+            )
+        message = _join(note, boundary, *problems, "" if converged else "ZINB did not converge")
+        terms = list(prep.names) + [f"zero_{n}" for n in znames]
+        table = tidy(
+            spec,
+            terms,
+            par[:-1],
+            se_all[:-1],
+            robust=False,
+            log_likelihood=llf,
+            converged=converged,
+            message=message,
+            **counts_kw,
+        )
+        dispersion = pd.DataFrame(
+            [
+                {
+                    "model": spec.name,
+                    "theta": theta,
+                    "se_theta": theta * se_all[-1],
+                    "log_theta": par[-1],
+                    "se_log_theta": se_all[-1],
+                    "alpha": 1.0 / theta,
+                    "log_likelihood": llf,
+                    "log_likelihood_optimiser": sm_llf,
+                    "optimiser": optimiser,
+                    "max_abs_score": gmax,
+                    "hessian_step": step,
+                    "mean_zero_probability": float(np.mean(pi_hat)),
+                    "n_participants": prep.n,
+                    "converged": converged,
+                }
+            ]
+        )
+        extras = {"dispersion": dispersion, "sample": prep.sample_table(spec)}
+        return ModelResult(table, extras, converged=converged, message=message)
+
+    @staticmethod
+    def _newton_polish(loglik, grad, par, iterations: int = 50):
+        """Newton steps on the analytic score with step halving (never lowers the likelihood)."""
+        llf, g = loglik(par)
+        for _ in range(iterations):
+            if not _finite(g) or np.max(np.abs(g)) < 1e-10:
+                break
+            H = central_hessian(grad, par, 1e-5)
+            try:
+                direction = np.linalg.solve(H, g)
+            except np.linalg.LinAlgError:
+                break
+            t, accepted = 1.0, False
+            while t > 1e-8:
+                cand = par - t * direction
+                c_llf, c_g = loglik(cand)
+                if np.isfinite(c_llf) and c_llf >= llf:
+                    accepted = True
+                    break
+                t /= 2.0
+            if not accepted:
+                break
+            moved = float(np.max(np.abs(cand - par)))
+            par, llf, g = cand, c_llf, c_g
+            if moved < 1e-12:
+                break
+        return par, llf, g
+
+    @staticmethod
+    def _fit_statsmodels(prep: _Prepared, Z: np.ndarray):
+        """statsmodels ZINB-P(2), BFGS then Newton, from the NB2 fit and pi = 0.12.
+
+        Returns (start, optimiser, parameters or None, llf, warnings), parameters in pscl's order
+        and parametrisation (beta, gamma, log theta).
+        """
+        from statsmodels.discrete.count_model import ZeroInflatedNegativeBinomialP
+
+        kx, kz = prep.X.shape[1], Z.shape[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pois = _poisson_glm(prep)
+        nb, _ = _fit_negbin(prep, pois)
+        if nb is not None and _finite(nb.params) and nb.params[-1] > 0:
+            main = np.asarray(nb.params)
+        else:
+            main = np.append(np.asarray(pois.params), 1.0)
+        gamma0 = np.zeros(kz)
+        gamma0[0] = -2.0
+        start_pscl = np.concatenate([main[:-1], gamma0, [-np.log(main[-1])]])
+        model = ZeroInflatedNegativeBinomialP(
+            prep.y, prep.X, exog_infl=Z, offset=prep.offset, inflation="logit", p=2
+        )
+        best, best_llf, msgs = None, -np.inf, []
+        params = np.concatenate([gamma0, main])
+        for method, kw in (("bfgs", {"maxiter": 5000, "gtol": 1e-8}), ("newton", {"maxiter": 50})):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    res = model.fit(start_params=params, method=method, disp=0, **kw)
+                except Exception as exc:
+                    msgs.append(f"statsmodels {method}: {exc}")
+                    continue
+            msgs += _warning_messages(caught)
+            if _finite(res.params, res.llf) and res.params[-1] > 0 and res.llf > best_llf:
+                best, best_llf, params = (
+                    np.asarray(res.params),
+                    float(res.llf),
+                    np.asarray(res.params),
+                )
+        if best is None:
+            return start_pscl, "none", None, np.nan, msgs
+        par = np.concatenate([best[kz : kz + kx], best[:kz], [-np.log(best[-1])]])
+        return (
+            start_pscl,
+            "statsmodels ZeroInflatedNegativeBinomialP bfgs+newton",
+            par,
+            best_llf,
+            msgs,
+        )
