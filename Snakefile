@@ -7,3 +7,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/derive.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/claims.smk"
+
+
+# The default target lives here: Snakemake only honours a default target of the main Snakefile.
+rule all:
+    input:
+        expand("results/analysis/{name}.parquet", name=ANALYSIS),
+        "results/estimates.csv",
+        "results/claims.csv",

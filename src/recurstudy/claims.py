@@ -176,6 +176,15 @@ def evaluate_claims(
     return pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
 
 
+def add_power(table: pd.DataFrame, power: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Join each claim's simulated power (power, Monte Carlo SE, minimum detectable effect)."""
+    out = table.copy()
+    keys = ["power", "power_mc_se", "mde_80", "mde_80_mc_se", "replicates"]
+    for key in keys:
+        out[key] = [power.get(cid, {}).get(key) for cid in out["claim_id"]]
+    return out
+
+
 def write_claims(table: pd.DataFrame, csv: str | Path, json_path: str | Path) -> None:
     """Write claims as CSV and JSON (deterministic)."""
     from recurstudy.models import write_csv
@@ -199,4 +208,4 @@ def e_value(rr: float, lo: float, hi: float) -> dict[str, float]:
     return {"e_value": ev(rr), "e_value_ci": ev(limit) if limit != 1.0 else 1.0}
 
 
-__all__ = ["VERDICTS", "e_value", "evaluate_claims", "verdict", "write_claims"]
+__all__ = ["VERDICTS", "add_power", "e_value", "evaluate_claims", "verdict", "write_claims"]

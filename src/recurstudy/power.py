@@ -122,8 +122,10 @@ def summarize_power(reps: pd.DataFrame, claimed: float, alpha: float = 0.05) -> 
     power = float(reject.mean())
     se = ok["std_error"].to_numpy(float)
     med = float(np.median(se))
-    # Monte Carlo SE of a median: sqrt(pi/2) * sd / sqrt(n) (normal approximation)
-    med_mcse = float(math.sqrt(math.pi / 2) * np.std(se, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    # Monte Carlo SE of a median: sqrt(pi/2) * sigma / sqrt(n), sigma from the interquartile
+    # range so that a few replicates with huge standard errors do not dominate it.
+    q75, q25 = np.percentile(se, [75, 25])
+    med_mcse = float(math.sqrt(math.pi / 2) * (q75 - q25) / 1.349 / math.sqrt(n))
     k = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(0.8)
     mde = 1.0 - math.exp(-k * med)
     return {

@@ -20,9 +20,3 @@ def data_inputs(wildcards=None):
     """The cohort tables named in the config."""
     return {name: config["data"][name] for name in CLEAN}
 
-
-rule all:
-    input:
-        expand("results/analysis/{name}.parquet", name=ANALYSIS),
-        "results/estimates.csv",
-    default_target: True

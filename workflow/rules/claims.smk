@@ -1,0 +1,60 @@
+# Claims: power by simulation in parallel chunks of replicates, then each claim evaluated.
+from recurstudy.power import POWER_METRICS
+
+POWER = config["power"]
+POWER_CLAIMS = [c["id"] for c in config["claims"] if c["metric"] in POWER_METRICS]
+N_CHUNKS = -(-POWER["replicates"] // POWER["chunk_size"])
+
+
+rule power_design:
+    input:
+        participants="results/validated/participants.parquet",
+        counts="results/analysis/counts.parquet",
+    output:
+        "results/power/design.json",
+    log:
+        "logs/power/design.log",
+    script:
+        "../scripts/power_design.py"
+
+
+rule power_chunk:
+    input:
+        "results/power/design.json",
+    output:
+        "results/power/{claim}/chunk_{chunk}.csv",
+    log:
+        "logs/power/{claim}/chunk_{chunk}.log",
+    benchmark:
+        "results/benchmarks/power/{claim}_{chunk}.tsv"
+    wildcard_constraints:
+        chunk=r"\d+",
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/power_chunk.py"
+
+
+rule power_summary:
+    input:
+        expand("results/power/{{claim}}/chunk_{chunk}.csv", chunk=range(N_CHUNKS)),
+    output:
+        "results/power/{claim}.json",
+    log:
+        "logs/power/{claim}/summary.log",
+    script:
+        "../scripts/power_summary.py"
+
+
+rule claims:
+    input:
+        estimates="results/estimates.csv",
+        models=expand("results/models/{name}", name=list(SPECS)),
+        power=expand("results/power/{claim}.json", claim=POWER_CLAIMS),
+    output:
+        csv="results/claims.csv",
+        json="results/claims.json",
+    log:
+        "logs/claims.log",
+    script:
+        "../scripts/claims.py"
