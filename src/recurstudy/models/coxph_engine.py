@@ -225,79 +225,72 @@ def _codes(name: str, v, n: int) -> tuple[np.ndarray, int]:
 
 
 class _Problem:
-    """Sorted data and index structures that do not depend on beta (built once)."""
+    """Index structures that do not depend on beta (built once).
+
+    Event groups are the distinct (stratum, event time) pairs, numbered 0..E-1 in (stratum, time)
+    order.  For each row, ``hl`` and ``hs`` are the numbers of groups whose key is <= the row's
+    (stratum, start) and (stratum, stop) keys, so the row is at risk exactly for the groups
+    ``hl <= g < hs`` (same stratum and start < t <= stop).  Risk-set sums are then reverse
+    cumulative sums over groups of per-group net flows (bincount of rows leaving minus rows
+    entering), which needs no sorting of the rows and keeps the partial sums at the size of the
+    risk set itself.
+    """
 
     def __init__(self, xs, stop, event, start, strata_code, n_strata):
-        n = xs.shape[0]
-        self.n = n
-        self.p = xs.shape[1]
-        has_start = start is not None
-        # Integer time codes, shared by start and stop; code 0 is reserved for "no start" (-inf).
-        if has_start:
-            fin = np.isfinite(start)
-            times = np.unique(np.concatenate([stop, start[fin]]))
-            start_code = np.zeros(n, dtype=np.int64)
-            start_code[fin] = np.searchsorted(times, start[fin]) + 1
+        n, p = xs.shape
+        self.n, self.p = n, p
+        self.xs = xs
+        self.event = event
+        self.ev_pos = np.flatnonzero(event)
+        # Rank every time among the distinct event times (over all strata).
+        uet = np.unique(stop[self.ev_pos])
+        big = np.int64(uet.size + 1)
+        key_stop = strata_code * big + _rank_right(uet, stop)
+        if start is None:
+            key_start = strata_code * big
         else:
-            times = np.unique(stop)
-            start_code = np.zeros(n, dtype=np.int64)
-        stop_code = np.searchsorted(times, stop).astype(np.int64) + 1
-        big = np.int64(times.shape[0] + 1)
-        key_stop = strata_code * big + stop_code
-        key_start = strata_code * big + start_code
-
-        # Work in stop-sorted order throughout (stratum-major, then stop time).
-        order = np.argsort(key_stop, kind="stable")
-        self.order = order
-        self.xs = np.ascontiguousarray(xs[order])
-        self.key_stop = key_stop[order]
-        self.key_start = key_start[order]
-        self.event = event[order]
-        self.strata = strata_code[order]
-        self.perm_start = np.argsort(self.key_start, kind="stable")
-        key_start_sorted = self.key_start[self.perm_start]
-
-        # Stratum row ranges (identical in both orders since both are stratum-major).
-        self.stratum_starts = np.searchsorted(self.strata, np.arange(n_strata), side="left")
+            key_start = strata_code * big + _rank_right(uet, start)
+        if n_strata == 1:
+            gkeys = np.arange(1, big, dtype=np.int64)  # every distinct event time is a group
+        else:
+            gkeys = np.unique(key_stop[self.ev_pos])
+        self.ngroups = E = gkeys.size
+        n_keys = int(n_strata * big)
+        if n_keys <= max(4 * n, 1 << 20):
+            # Lookup table over the (small) composite key space instead of binary searches.
+            table = np.searchsorted(gkeys, np.arange(n_keys, dtype=np.int64), side="right")
+            self.hs = table[key_stop]
+            self.hl = table[key_start]
+        else:
+            self.hs = np.searchsorted(gkeys, key_stop, side="right")
+            self.hl = np.searchsorted(gkeys, key_start, side="right")
+        self.ev_group = self.hs[self.ev_pos] - 1
+        self.d = np.bincount(self.ev_group, minlength=E).astype(float)
+        self.xs_ev = xs[self.ev_pos]
+        self.sum_x_ev = self.xs_ev.sum(axis=0)
+        # Rows at risk at no event time (R's "ignore") contribute nothing to the sums.
+        used = self.hl < self.hs
+        self.use_all = bool(used.all())
+        self.used = None if self.use_all else np.flatnonzero(used)
+        self.hs_u = self.hs if self.use_all else self.hs[self.used]
+        self.hl_u = self.hl if self.use_all else self.hl[self.used]
+        self.xs_u = xs if self.use_all else xs[self.used]
+        # Strata: per-stratum shift of eta (to keep exp() in range) needs a stratum-sorted order.
+        self.strata = strata_code
         self.n_strata = n_strata
-
-        # Event groups: distinct (stratum, stop time) among events.
-        ev_pos = np.flatnonzero(self.event)
-        self.ev_pos = ev_pos
-        key_ev = self.key_stop[ev_pos]
-        if ev_pos.size:
-            brk = np.flatnonzero(np.diff(key_ev)) + 1
-            gstart = np.concatenate([[0], brk])
-        else:
-            gstart = np.zeros(0, dtype=np.int64)
-        self.gstart = gstart
-        self.ekeys = key_ev[gstart]
-        self.ngroups = gstart.size
-        self.d = np.diff(np.concatenate([gstart, [ev_pos.size]])).astype(float)
-        e_strat = self.strata[ev_pos[gstart]] if ev_pos.size else np.zeros(0, np.int64)
-        self.e_strat = e_strat
-        # End of stratum (exclusive) in sorted order, for each group.
-        hi = np.searchsorted(self.strata, e_strat, side="right")
-        self.hi = hi
-        self.lo_stop = np.searchsorted(self.key_stop, self.ekeys, side="left")
-        self.lo_start = np.searchsorted(key_start_sorted, self.ekeys, side="left")
-        # Group index of each event row.
-        self.ev_group = np.repeat(np.arange(self.ngroups), self.d.astype(np.int64))
-        # Cumulative-hazard positions of each row: groups g with key_start < ekey_g <= key_stop.
-        self.h_hi = np.searchsorted(self.ekeys, self.key_stop, side="right")
-        self.h_lo = np.searchsorted(self.ekeys, self.key_start, side="right")
-
-        # Upper-triangle index pairs for second moments.
-        iu = np.triu_indices(self.p)
+        if n_strata > 1:
+            self.s_order = np.argsort(strata_code, kind="stable")
+            self.s_starts = np.searchsorted(strata_code[self.s_order], np.arange(n_strata))
+        self.ev_strata = strata_code[self.ev_pos]
+        iu = np.triu_indices(p)
         self.iu = iu
-        self.m = 1 + self.p + iu[0].size
 
     def set_ties(self, ties: str) -> None:
         d = self.d
         if ties == "efron":
             di = d.astype(np.int64)
             self.t_group = np.repeat(np.arange(self.ngroups), di)
-            self.t_gstart = np.concatenate([[0], np.cumsum(di)[:-1]]) if di.size else di
+            self.t_gstart = np.concatenate([[0], np.cumsum(di)[:-1]]).astype(np.int64)
             k = np.arange(self.t_group.size) - self.t_gstart[self.t_group]
             self.t_frac = k / d[self.t_group]
             self.t_w = np.ones(self.t_group.size)
@@ -307,92 +300,134 @@ class _Problem:
             self.t_frac = np.zeros(self.ngroups)
             self.t_w = d.copy()
 
-    def eta_shift(self, eta: np.ndarray) -> np.ndarray:
-        """Per-row shift (max eta within the stratum) to keep exp() in range."""
+    def _shift(self, eta: np.ndarray) -> np.ndarray | float:
+        """Max of eta within each stratum (per row), so that exp(eta - shift) <= 1."""
         if self.n_strata == 1:
-            return np.full(self.n, eta.max())
-        mx = np.maximum.reduceat(eta, self.stratum_starts)
+            return float(eta.max())
+        mx = np.maximum.reduceat(eta[self.s_order], self.s_starts)
         return mx[self.strata]
 
-    def evaluate(self, beta: np.ndarray, want_terms: bool = False):
-        """Log partial likelihood, score and information at beta (scaled coordinates)."""
-        xs, p = self.xs, self.p
-        eta = xs @ beta
-        shift = self.eta_shift(eta)
-        r = np.exp(eta - shift)
-        iu0, iu1 = self.iu
-        V = np.empty((self.n, self.m))
-        V[:, 0] = r
-        rx = xs * r[:, None]
-        V[:, 1 : 1 + p] = rx
-        V[:, 1 + p :] = rx[:, iu0] * xs[:, iu1]
-
-        zero = np.zeros((1, self.m))
-        cs = np.concatenate([zero, np.cumsum(V, axis=0)])
-        ct = np.concatenate([zero, np.cumsum(V[self.perm_start], axis=0)])
-        hi = self.hi
-        S = (cs[hi] - cs[self.lo_stop]) - (ct[hi] - ct[self.lo_start])  # (E, m) risk-set sums
-        Vev = V[self.ev_pos]
-        D = np.add.reduceat(Vev, self.gstart, axis=0) if self.ngroups else np.zeros((0, self.m))
-
-        tg = self.t_group
-        T = S[tg] - self.t_frac[:, None] * D[tg]
-        den = T[:, 0]
-        w = self.t_w
-        mean = T[:, 1 : 1 + p] / den[:, None]
-        ev_eta = (eta - shift)[self.ev_pos]
-        loglik = float(ev_eta.sum() - np.sum(w * np.log(den)))
-        u = xs[self.ev_pos].sum(axis=0) - (w[:, None] * mean).sum(axis=0)
-        c2 = (w / den) @ T[:, 1 + p :]
-        mm = (w[:, None] * mean).T @ mean
-        imat = np.zeros((p, p))
-        imat[iu0, iu1] = c2
-        imat[iu1, iu0] = c2
-        imat -= mm
-        if not want_terms:
-            return loglik, u, imat
-        return loglik, u, imat, (r, T, mean)
-
-    def score_residuals(self, beta: np.ndarray) -> np.ndarray:
-        """R's agscore3 score residuals (sorted order, scaled coordinates)."""
-        p = self.p
-        _, _, _, (r, T, mean) = self.evaluate(beta, want_terms=True)
-        den = T[:, 0]
-        h = self.t_w / den
-        frac = self.t_frac
+    def _risk_sums(self, v: np.ndarray) -> np.ndarray:
+        """Sum of v over the risk set of each event group (length E)."""
         E = self.ngroups
-        if E == 0:
-            return np.zeros((self.n, p))
-        starts = self.t_gstart
-        dH = np.add.reduceat(h, starts)
-        mh = mean * h[:, None]
-        dXH = np.add.reduceat(mh, starts, axis=0)
-        mh1 = np.add.reduceat(h * frac, starts)
-        mh2 = np.add.reduceat(mh * frac[:, None], starts, axis=0)
-        mh3 = np.add.reduceat(mean * self.t_w[:, None], starts, axis=0) / self.d[:, None]
+        flow = np.bincount(self.hs_u, weights=v, minlength=E + 1)
+        flow -= np.bincount(self.hl_u, weights=v, minlength=E + 1)
+        # S_g = sum_{b > g} flow[b]
+        return np.cumsum(flow[:0:-1])[::-1]
 
+    def evaluate(self, beta: np.ndarray):
+        """Log partial likelihood, score and information at beta (scaled coordinates)."""
+        p = self.p
+        iu0, iu1 = self.iu
+        eta = self.xs @ beta
+        shift = self._shift(eta)
+        r = np.exp(eta - shift)
+        r_u = r if self.use_all else r[self.used]
+        xs_u = self.xs_u
+        r_ev = r[self.ev_pos]
+        g_ev = self.ev_group
+        E = self.ngroups
+        # Risk-set sums S (E, 1+p+p(p+1)/2) and the same over the tied events only, D.
+        S0 = self._risk_sums(r_u)
+        D0 = np.bincount(g_ev, weights=r_ev, minlength=E)
+        S1 = np.empty((E, p))
+        D1 = np.empty((E, p))
+        rx_u = []
+        for j in range(p):
+            rxj = r_u * xs_u[:, j]
+            rx_u.append(rxj)
+            S1[:, j] = self._risk_sums(rxj)
+            D1[:, j] = np.bincount(g_ev, weights=r_ev * self.xs_ev[:, j], minlength=E)
+        S2 = np.empty((E, p, p))
+        D2 = np.empty((E, p, p))
+        for j, k in zip(iu0, iu1, strict=True):
+            S2[:, j, k] = S2[:, k, j] = self._risk_sums(rx_u[j] * xs_u[:, k])
+            D2[:, j, k] = D2[:, k, j] = np.bincount(
+                g_ev, weights=r_ev * self.xs_ev[:, j] * self.xs_ev[:, k], minlength=E
+            )
+
+        # Efron (or Breslow) terms: denominator S0 - f * D0 with f = k/d, k = 0..d-1.
+        tg, f, w = self.t_group, self.t_frac, self.t_w
+        den = S0[tg] - f * D0[tg]
+        inv = w / den
+        inv2 = inv / den
+        starts = self.t_gstart
+        a0 = np.add.reduceat(inv, starts) if E else inv
+        a1 = np.add.reduceat(inv * f, starts) if E else inv
+        b0 = np.add.reduceat(inv2, starts) if E else inv
+        b1 = np.add.reduceat(inv2 * f, starts) if E else inv
+        b2 = np.add.reduceat(inv2 * f * f, starts) if E else inv
+
+        if np.isscalar(shift):
+            ev_shift = shift * self.ev_pos.size
+        else:
+            ev_shift = float(shift[self.ev_pos].sum())
+        loglik = float(self.sum_x_ev @ beta) - ev_shift
+        loglik -= float(np.sum(w * np.log(den)))
+        # u = sum x_ev - sum_terms w * (S1 - f D1) / den
+        u = self.sum_x_ev - (a0 @ S1 - a1 @ D1)
+        # imat = sum_terms w * [(S2 - f D2)/den - (S1 - f D1)(S1 - f D1)' / den^2]
+        imat = np.einsum("g,gjk->jk", a0, S2) - np.einsum("g,gjk->jk", a1, D2)
+        imat -= np.einsum("g,gj,gk->jk", b0, S1, S1)
+        cross = np.einsum("g,gj,gk->jk", b1, S1, D1)
+        imat += cross + cross.T
+        imat -= np.einsum("g,gj,gk->jk", b2, D1, D1)
+        return loglik, u, imat, (r, S1, D1, a0, a1, b0, b1, b2)
+
+    def score_residuals(self, terms) -> np.ndarray:
+        """R's agscore3 score residuals (input order, scaled coordinates).
+
+        ``terms`` is the last element of :meth:`evaluate`'s result at the wanted beta.
+        """
+        p = self.p
+        r, S1, D1, a0, a1, b0, b1, b2 = terms
+        if self.ngroups == 0:
+            return np.zeros((self.n, p))
+        # Per group: hazard jump dH, x-weighted jump dXH, and the Efron corrections for the tied
+        # events (mh1, mh2: share of the jump the events do not get; mh3: average mean).
+        dH = a0
+        dXH = S1 * b0[:, None] - D1 * b1[:, None]
+        mh1 = a1
+        mh2 = S1 * b1[:, None] - D1 * b2[:, None]
+        mh3 = (S1 * a0[:, None] - D1 * a1[:, None]) / self.d[:, None]
         CH = np.concatenate([[0.0], np.cumsum(dH)])
         CXH = np.concatenate([np.zeros((1, p)), np.cumsum(dXH, axis=0)])
-        Hi = CH[self.h_hi] - CH[self.h_lo]
-        XHi = CXH[self.h_hi] - CXH[self.h_lo]
-        xs = self.xs
-        resid = -r[:, None] * (xs * Hi[:, None] - XHi)
+        hs, hl = self.hs, self.hl
+        Hi = CH[hs] - CH[hl]
+        resid = np.empty((self.n, p))
+        for j in range(p):
+            resid[:, j] = -r * (self.xs[:, j] * Hi - (CXH[hs, j] - CXH[hl, j]))
         ev, g = self.ev_pos, self.ev_group
-        xe = xs[ev]
+        xe = self.xs_ev
         resid[ev] += (xe - mh3[g]) + r[ev][:, None] * (xe * mh1[g][:, None] - mh2[g])
         return resid
+
+
+def _rank_right(sorted_vals: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """np.searchsorted(sorted_vals, t, side="right"), via a lookup table for integer times."""
+    if sorted_vals.size == 0:
+        return np.zeros(t.shape[0], dtype=np.int64)
+    fin = np.isfinite(t)
+    if fin.all():
+        lo, hi = float(t.min()), float(t.max())
+        if hi - lo <= max(4 * t.size, 1 << 20) and np.array_equal(t, np.floor(t)):
+            grid = np.arange(lo, hi + 1.0)
+            table = np.searchsorted(sorted_vals, grid, side="right")
+            return table[(t - lo).astype(np.int64)]
+    return np.searchsorted(sorted_vals, t, side="right").astype(np.int64)
 
 
 def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
     """R's Newton-Raphson loop (coxfit6 if not agfit, else agfit4). Scaled coordinates."""
     beta = beta0.copy()
-    lk, u, imat = prob.evaluate(beta)
+    lk, u, imat, terms = prob.evaluate(beta)
     loglik0 = lk
     chol, rank = _cholesky2(imat, toler_chol)
     sctest = float(u @ _chsolve2(chol, u))
-    info = {"loglik0": loglik0, "sctest": sctest, "rank": rank}
+    info = {"loglik0": loglik0, "sctest": sctest, "rank": rank, "terms0": terms}
     if max_iter == 0 or not np.isfinite(lk):
-        return beta, lk, u, chol, 0, not np.isfinite(lk) and max_iter > 0, info
+        info["terms"] = terms
+        return beta, lk, u, chol, 0, False, info
     best = lk
     oldbeta = beta.copy()
     beta = beta + _chsolve2(chol, u)
@@ -400,7 +435,7 @@ def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        newlk, u, imat = prob.evaluate(beta)
+        newlk, u, imat, terms = prob.evaluate(beta)
         chol, rank2 = _cholesky2(imat, toler_chol)
         if agfit:
             fail = int(np.sum(~np.isfinite(np.diag(imat))))
@@ -414,16 +449,19 @@ def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
             converged = True
             break
         if it == max_iter:
-            # Out of iterations: R returns the last good beta (agfit4 only if the last step was
-            # worse by more than eps; coxfit6 always recomputes at the last accepted beta).
+            # Out of iterations.  agfit4 keeps the last trial unless it was worse than the best
+            # so far by more than eps; coxfit6 keeps the last accepted beta (the trial itself if
+            # it improved) and reports max_iter + 1 iterations (its loop counter overshoots).
             if agfit:
-                worse = max_iter > 1 and (newlk - best) / abs(best) < -eps
+                back = max_iter > 1 and (newlk - best) / abs(best) < -eps
             else:
-                worse = max_iter > 1
-            if worse:
+                back = fail > 0 or newlk < best
+                it = max_iter + 1
+            if back:
                 beta = oldbeta
-                newlk, u, imat = prob.evaluate(beta)
-                chol, rank2 = _cholesky2(imat, toler_chol)
+                if max_iter > 1:
+                    newlk, u, imat, terms = prob.evaluate(beta)
+                    chol, rank2 = _cholesky2(imat, toler_chol)
             break
         if fail > 0 or newlk < best:
             halving += 1
@@ -435,6 +473,7 @@ def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
             oldbeta = beta.copy()
             beta = beta + step
     info["rank"] = rank2
+    info["terms"] = terms
     return beta, newlk, u, chol, it, converged, info
 
 
@@ -597,8 +636,19 @@ def coxph_fit(
         converged = False
         messages.append("numeric overflow in the fit")
     if max_iter > 1 and np.isfinite(lk):
-        if not converged and iters >= max_iter:
+        if not converged and iters >= max_iter:  # R: "Ran out of iterations and did not converge"
             messages.append(f"did not converge in {max_iter} iterations")
+            # R (coxph.fit) adds "one or more coefficients may be infinite" when max(lp) > 500;
+            # we also name the variables whose SE has exploded relative to the coefficient, the
+            # signature of a monotone likelihood (e.g. a covariate that separates events).
+            se = np.sqrt(np.abs(np.diag(np.nan_to_num(var))))
+            step = np.nan_to_num(u) @ np.nan_to_num(var)
+            infs = (~sing) & ((se > 100 * (1 + np.abs(coef))) | ~np.isfinite(step))
+            lp_max = float(np.max(xc @ np.nan_to_num(coef)))
+            if infs.any():
+                messages.append("coefficient may be infinite: " + ", ".join(np.array(names)[infs]))
+            elif lp_max > 500:
+                messages.append("one or more coefficients may be infinite")
         elif converged:
             step = np.abs(np.nan_to_num(u) @ np.nan_to_num(var))
             ok = ~sing
@@ -631,15 +681,12 @@ def coxph_fit(
         means=means,
         ties=ties,
     )
-    inv_order = np.empty(n, dtype=np.int64)
-    inv_order[prob.order] = np.arange(n)
     lp = xc @ np.nan_to_num(coef)
     fit.linear_predictors = lp
 
     if (robust or residuals) and not sing.all():
-        res_sorted = prob.score_residuals(np.nan_to_num(beta)) / scale  # back to original scale
-        res_sorted[:, sing] = 0.0
-        resid = res_sorted[inv_order]
+        resid = prob.score_residuals(info["terms"]) / scale  # back to original scale
+        resid[:, sing] = 0.0
         fit.score_residuals = resid
         if robust:
             var0 = np.nan_to_num(var)
@@ -651,8 +698,8 @@ def coxph_fit(
             fit.robust_var = rv
             fit.n_clusters = n_clusters
             # Robust score test at init (R's fit$rscore).
-            r0 = prob.score_residuals(init_a / scale) / scale
-            r0 = r0[inv_order][:, ~sing]
+            r0 = prob.score_residuals(info["terms0"]) / scale
+            r0 = r0[:, ~sing]
             D0 = _collapse(r0, c_code, n_clusters)
             fit.robust_score_test = _wald(D0.T @ D0, D0.sum(axis=0), toler_chol)
 
