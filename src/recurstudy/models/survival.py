@@ -149,28 +149,81 @@ class PWP(Model):
         return _fit_cox(spec, df, stop="gap", start=None, strata="episode", cluster=True)
 
 
-def ph_test(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """Schoenfeld-residual test of proportional hazards (lifelines, Kaplan-Meier time transform).
+def ph_test(
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    *,
+    stop: str = "time",
+    start: str | None = None,
+    strata: str | None = None,
+) -> pd.DataFrame:
+    """Proportional-hazards test as R survival 3.x ``cox.zph(fit)`` (transform "km", terms).
 
-    lifelines implements the classic test on scaled Schoenfeld residuals (R's cox.zph before
-    survival 3.0, transform = "km"); survival 3.x uses a score-test form that gives somewhat
-    different numbers on the same data.
+    The score-test form of survival >= 3.0 (:mod:`recurstudy.models.coxzph`), on the Cox fit of
+    the spec's formula; one row per formula term (a factor with several columns gets one test with
+    as many df, named by the term; a one-column term keeps its column name, as in the tidy
+    table) and a final GLOBAL row.  ``start`` / ``strata`` give the (start, stop] and stratified
+    variants (R's cox.zph on Andersen-Gill and PWP fits).
     """
-    from lifelines import CoxPHFitter
-    from lifelines.statistics import proportional_hazard_test
+    from formulaic import model_matrix
+
+    from recurstudy.models.coxzph import cox_zph
 
     X, names = design(spec.formula, df, intercept=False)
-    data = X.assign(time=df.loc[X.index, "time"].to_numpy(), event=df.loc[X.index, "event"])
-    cph = CoxPHFitter().fit(data, duration_col="time", event_col="event")
-    res = proportional_hazard_test(cph, data, time_transform="km")
-    out = res.summary.reset_index().rename(columns={"index": "term", "test_statistic": "statistic"})
-    out = out[["term", "statistic", "p"]].rename(columns={"p": "p_value"})
-    out.insert(2, "df", 1)
-    return out
+    rows = df.loc[X.index]
+    ties = spec.options.get("ties", "efron")
+    t = rows[stop].to_numpy(dtype=float)
+    ev = rows["event"].to_numpy()
+    st = None if start is None else rows[start].to_numpy(dtype=float)
+    sv = None if strata is None else rows[strata].to_numpy()
+    fit = coxph_fit(X.to_numpy(), t, ev, start=st, strata=sv, ties=ties, names=names)
+    # Group the columns by formula term, as R's cox.zph(terms = TRUE).
+    mm = model_matrix(spec.formula.split("~", 1)[-1].strip() or "1", rows, na_action="drop")
+    terms = {}
+    for term, sl in mm.model_spec.term_slices.items():
+        cols = [names.index(c) for c in list(mm.columns)[sl] if c in names]
+        if cols:
+            terms[names[cols[0]] if len(cols) == 1 else str(term)] = cols
+    return cox_zph(
+        X.to_numpy(), t, ev, fit.coef, start=st, strata=sv, ties=ties, names=names, terms=terms
+    )
+
+
+def km_quantile(time, surv, p: float = 0.5, tol: float = float(np.finfo(float).eps) ** 0.5):
+    """The time where a survival curve falls to 1 - p, with R's conventions (quantile.survfit).
+
+    `time` are the curve's time points (event and censoring times), `surv` its values (NaN
+    allowed, e.g. a confidence limit where S = 0).  The quantile is the first time with
+    S <= 1 - p; if the curve equals 1 - p exactly (within `tol`) on a stretch, it is the midpoint
+    of that stretch, ending at the next drop or, if none follows, at the last time point.  NaN if
+    the curve never gets there.
+    """
+    x = np.concatenate([[0.0], np.asarray(time, dtype=float)])
+    y = np.concatenate([[0.0], 1.0 - np.asarray(surv, dtype=float)])
+    if not np.any(y >= p):  # (R: max(y) < p, NaN ignored)
+        return float("nan")
+    xmax = x[-1]
+    _, first = np.unique(y, return_index=True)  # drop repeated values, keep the first
+    first = np.sort(first)
+    x, y = x[first], y[first]
+    last_ok = not np.isnan(y[-1])
+    ok = ~np.isnan(y)
+    x, y = x[ok], y[ok]
+    i1 = np.flatnonzero(y + tol >= p)
+    i2 = np.flatnonzero(y - tol >= p)
+    if last_ok and abs(p - y[-1]) < tol:
+        return float((x[i1[0]] + xmax) / 2.0) if i1.size else float("nan")
+    if not i1.size or not i2.size:
+        return float("nan")
+    return float((x[i1[0]] + x[i2[0]]) / 2.0)
 
 
 def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.DataFrame:
-    """Kaplan-Meier with Greenwood variance and R survfit's default 'log' confidence interval."""
+    """Kaplan-Meier with Greenwood variance and R survfit's default 'log' confidence interval.
+
+    ``std_err`` is the standard error of S (``summary.survfit``'s std.err); R's ``survfit``
+    object stores the standard error of -log S instead, i.e. ``std_err / surv``.
+    """
     from lifelines import KaplanMeierFitter
 
     km = KaplanMeierFitter().fit(time, event)
@@ -192,8 +245,9 @@ def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.Data
             "n_censor": et["censored"].to_numpy(),
             "surv": surv,
             "std_err": surv * se_log,
-            "conf_low": np.clip(surv * np.exp(-z * se_log), 0, 1),
-            "conf_high": np.clip(surv * np.exp(z * se_log), 0, 1),
+            # R: no interval where S = 0 (NA), the upper limit capped at 1
+            "conf_low": np.where(surv > 0, surv * np.exp(-z * se_log), np.nan),
+            "conf_high": np.where(surv > 0, np.minimum(surv * np.exp(z * se_log), 1.0), np.nan),
         }
     )
     return table[keep & (t > 0)].reset_index(drop=True)
@@ -242,13 +296,14 @@ class KaplanMeier(Model):
             g = fe[fe["arm"].astype(str) == label]
             tab = _km_table(g["time"].to_numpy(float), g["event"].to_numpy(), spec.conf_level)
             surv.append(tab.assign(arm=label))
-            below = tab.loc[tab["surv"] <= 0.5, "time"]
             med.append(
                 {
                     "arm": label,
                     "n": len(g),
                     "events": int(g["event"].sum()),
-                    "median_time": float(below.iloc[0]) if len(below) else np.nan,
+                    "median_time": km_quantile(tab["time"], tab["surv"]),
+                    "conf_low": km_quantile(tab["time"], tab["conf_low"]),
+                    "conf_high": km_quantile(tab["time"], tab["conf_high"]),
                 }
             )
             c = counting_process[counting_process["arm"].astype(str) == label]
