@@ -16,3 +16,4 @@ rule all:
         expand("results/analysis/{name}.parquet", name=ANALYSIS),
         "results/estimates.csv",
         "results/claims.csv",
+        "results/sensitivity/forest.csv",

@@ -58,3 +58,19 @@ rule claims:
         "logs/claims.log",
     script:
         "../scripts/claims.py"
+
+
+rule sensitivity:
+    input:
+        estimates="results/estimates.csv",
+        counts="results/analysis/counts.parquet",
+    output:
+        forest="results/sensitivity/forest.csv",
+        crude_vs_adjusted="results/sensitivity/crude_vs_adjusted.csv",
+        e_value="results/sensitivity/e_value.csv",
+        iptw="results/sensitivity/iptw.csv",
+        balance="results/sensitivity/balance.csv",
+    log:
+        "logs/sensitivity.log",
+    script:
+        "../scripts/sensitivity.py"
