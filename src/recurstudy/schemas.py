@@ -157,15 +157,28 @@ def parse_date(s: pd.Series) -> pd.Series:
         return s.astype("datetime64[ns]").dt.normalize()
     if s.dtype != object:
         return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
-    iso = s.str.fullmatch(_ISO_DATE)
-    out = pd.to_datetime(
-        s.where(iso.fillna(False).astype(bool)), format="%Y-%m-%d", errors="coerce"
-    )
-    other = iso.isna() & s.notna()  # non-text objects (e.g. datetime.date from Parquet)
-    if other.any():
+    iso, other = _iso_mask(s)
+    out = pd.to_datetime(s.where(iso), format="%Y-%m-%d", errors="coerce")
+    if other.any():  # non-text objects (e.g. datetime.date from Parquet)
         conv = pd.to_datetime(s[other], errors="coerce", format="mixed")
         out = out.where(~other, conv)
     return out.astype("datetime64[ns]")
+
+
+def _iso_mask(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(text that looks like YYYY-MM-DD, non-missing values that are not text)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:  # Arrow's regex engine is much faster than a Python-level regex per value
+        arr = pa.array(s.to_numpy(), type=pa.string(), from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):
+        iso = s.str.fullmatch(_ISO_DATE)
+        other = iso.isna() & s.notna()
+        return iso.fillna(False).astype(bool), other
+    iso = pc.fill_null(pc.match_substring_regex(arr, f"^{_ISO_DATE}$"), False)
+    iso = pd.Series(iso.to_numpy(zero_copy_only=False), index=s.index)
+    return iso, pd.Series(False, index=s.index)
 
 
 def parse_number(s: pd.Series) -> pd.Series:
@@ -222,7 +235,7 @@ def _parse_check(spec: ColumnSpec, cache: dict[str, pd.Series] | None) -> pa.Che
             cache[spec.name] = parsed
         return parsed.notna() | s.isna()
 
-    return pa.Check(parses, name=_PARSE_CHECK[spec.kind])
+    return pa.Check(parses, name=_PARSE_CHECK[spec.kind], ignore_na=False)
 
 
 def input_schema(
@@ -387,12 +400,16 @@ def link_frame(child: pd.DataFrame, table: str, participants: pd.DataFrame) -> p
     """
     date_col = LINK_RULES[table][0]
     bounds = participants[[ID, "enrolled_on", "followup_end"]]
-    bounds = bounds[bounds[ID].notna()].drop_duplicates(ID).set_index(ID)
-    ids = child[ID]
-    out = pd.DataFrame({ID: ids, date_col: child[date_col]}, index=child.index)
-    out["_known"] = ids.isin(bounds.index)
-    out["enrolled_on"] = ids.map(bounds["enrolled_on"]).astype("datetime64[ns]")
-    out["followup_end"] = ids.map(bounds["followup_end"]).astype("datetime64[ns]")
+    bounds = bounds[bounds[ID].notna()].drop_duplicates(ID)
+    pos = pd.Index(bounds[ID]).get_indexer(child[ID])  # one hash lookup per row; -1: unknown
+    known = pos >= 0
+    take = np.where(known, pos, 0)
+    out = pd.DataFrame({ID: child[ID], date_col: child[date_col]}, index=child.index)
+    out["_known"] = known
+    for col in ("enrolled_on", "followup_end"):
+        values = bounds[col].to_numpy(dtype="datetime64[ns]")
+        picked = values[take] if len(values) else np.full(len(take), np.datetime64("NaT", "ns"))
+        out[col] = np.where(known, picked, np.datetime64("NaT", "ns"))
     return out
 
 

@@ -177,10 +177,12 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
         found.append(failure_frame(rules_schema(table, config, typed[table]), typed[table]))
         parts.extend(_attach(f, table, file, raw, rows[table]) for f in found if len(f))
 
+    linked_ok: dict[str, np.ndarray] = {}
     if "participants" in typed:
         for table in ("episodes", "pain_scores"):
             if table in typed:
                 linked = link_frame(typed[table], table, typed["participants"])
+                linked_ok[table] = linked["_known"].to_numpy()
                 found = failure_frame(link_schema(table, linked), linked)
                 if len(found):
                     parts.append(_attach(found, table, files[table], raws[table], rows[table]))
@@ -194,7 +196,7 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
     reasons: dict[str, int] = {}
     if mode == "exclude" and len(failures):
         removed, excluded, reasons = _exclusions(failures, typed)
-    flow = _flow(config, typed, removed, mode, reasons)
+    flow = _flow(config, typed, removed, mode, reasons, linked_ok)
     clean = {
         t: df.loc[~removed[t]].reset_index(drop=True) if removed[t].any() else df
         for t, df in typed.items()
@@ -282,6 +284,7 @@ def _flow(
     removed: dict[str, np.ndarray],
     mode: str,
     reasons: dict[str, int],
+    linked_ok: dict[str, np.ndarray],
 ) -> dict:
     """CONSORT counts. Participants are counted as rows of the participants table; arm
     ``other`` holds rows whose arm is not one of the two configured labels.
@@ -324,9 +327,8 @@ def _flow(
             "excluded": int(gone_t.sum()),
             "analysed": int((~gone_t).sum()),
         }
-        if p is not None:
-            unlinked = ~df[ID].isin(p[ID].dropna()).to_numpy()
-            flow[table]["excluded_unlinked"] = int((gone_t & unlinked).sum())
+        if table in linked_ok:
+            flow[table]["excluded_unlinked"] = int((gone_t & ~linked_ok[table]).sum())
     return flow
 
 
@@ -498,6 +500,7 @@ def write_clean_tables(outcome: ValidationOutcome, outdir: Path | str) -> None:
     ``pain_scores.parquet`` is written only when the table was given (a stale one is removed).
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     out = Path(outdir)
@@ -509,9 +512,10 @@ def write_clean_tables(outcome: ValidationOutcome, outdir: Path | str) -> None:
             if table == "pain_scores" and path.exists():
                 path.unlink()
             continue
-        keys = [k for k in SORT_KEYS[table] if k in df.columns]
-        df = df.sort_values(keys, kind="mergesort", na_position="last").reset_index(drop=True)
-        arrow = pa.Table.from_pandas(df, preserve_index=False)
+        arrow = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+        keys = [(k, "ascending") for k in SORT_KEYS[table] if k in arrow.column_names]
+        if keys:  # Arrow's sort is stable, multi-threaded, and puts missing values last
+            arrow = arrow.take(pc.sort_indices(arrow, sort_keys=keys))
         pq.write_table(arrow, path, compression="zstd")
 
 
