@@ -178,6 +178,7 @@ def test_tiny_by_hand(ties, ll0, u0, i0, sc):
     assert at0.var[0, 0] == pytest.approx(1 / i0, rel=1e-13)
     assert at0.score_test == pytest.approx(sc, rel=1e-13)
     assert at0.coef[0] == 0.0
+    assert not at0.converged and "max_iter = 0" in at0.message
 
     fit = coxph_fit(**TINY, ties=ties)
     b = fit.coef[0]
