@@ -113,8 +113,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
     df.columns = [str(c).strip() for c in df.columns]
     lines = _record_lines(data, len(df))
-    df = df.replace("", np.nan) if len(df) else df
-    df = df.astype(object)
+    for col in df.columns:
+        values = df[col].astype(object)
+        df[col] = values.where(values != "", np.nan)
     df[ROW_COLUMN] = lines
     return df
 
@@ -154,8 +155,8 @@ def _check_header(path: Path, header: list[str]) -> None:
             if sep in name:
                 raise InputError(
                     path,
-                    f"looks {label}-delimited (header {name!r}); recurstudy expects "
-                    "comma-separated CSV",
+                    f"looks {label}-delimited; recurstudy expects comma-separated CSV (the "
+                    f"header {name!r} was read as a single column)",
                 )
     names = [h.strip() for h in header]
     if any(not h for h in names):
