@@ -42,6 +42,17 @@ Y = "n_episodes"
 EXPOSURE = "exposure_days"
 
 
+def _quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
+    """Run a fit with numerical warnings silenced (convergence warnings are recorded inside the
+    fits and become converged = False) and any unexpected error returned as a failed result."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return fit(spec, **data)
+        except Exception as exc:  # a data problem we did not foresee is still a result
+            return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared preparation
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +254,9 @@ class PoissonModel(Model):
     datasets = ("counts",)
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        return _quietly(self._fit, spec, data)
+
+    def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prep = _prepare(spec, data.get("counts"))
         if isinstance(prep, ModelResult):
             return prep
@@ -419,6 +433,9 @@ class NegativeBinomialModel(Model):
     datasets = ("counts",)
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        return _quietly(self._fit, spec, data)
+
+    def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prep = _prepare(spec, data.get("counts"))
         if isinstance(prep, ModelResult):
             return prep
@@ -581,6 +598,9 @@ class ZeroInflatedNegBinModel(Model):
     datasets = ("counts",)
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        return _quietly(self._fit, spec, data)
+
+    def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prep = _prepare(spec, data.get("counts"))
         if isinstance(prep, ModelResult):
             return prep
