@@ -95,6 +95,8 @@ def _fit_cox(
             }
         ),
     }
+    if fit.converged:
+        extras["ph_test"] = ph_test(spec, df, stop=stop, start=start, strata=strata)
     return ModelResult(table, extras, converged=fit.converged, message=message)
 
 
@@ -106,10 +108,7 @@ class CoxFirstEpisode(Model):
     datasets: ClassVar[tuple[str, ...]] = ("first_episode",)
 
     def fit(self, spec: ModelSpec, *, first_episode: pd.DataFrame) -> ModelResult:
-        res = _fit_cox(spec, first_episode, stop="time", start=None, strata=None, cluster=False)
-        if res.converged:
-            res.extras["ph_test"] = ph_test(spec, first_episode)
-        return res
+        return _fit_cox(spec, first_episode, stop="time", start=None, strata=None, cluster=False)
 
 
 @register
