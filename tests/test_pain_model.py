@@ -87,20 +87,24 @@ def test_percent_change_matches_r(ref, fits, ds):
     r = ref[ds]["pain"]
     pc = fits[ds].extras["percent_change"]
     arms = pc[pc["row"] == "arm"].reset_index(drop=True)
-    rp = pd.DataFrame(r["percent_change"])
+    rp = pd.DataFrame(r["percent_change"]).rename(
+        columns={"pct_change": "percent_change", "se_pct_change": "se_percent_change"}
+    )
     assert list(arms["arm"]) == list(rp["arm"]) and list(arms["week"]) == list(rp["week"])
     # Measured: means 4e-9, SEs 1.2e-7, percent change 5e-9, its SE 3.9e-7.
     close(arms["mean_nrs"], rp["mean"], 1e-7)
     close(arms["se_mean"], rp["se_mean"], 1e-5)
     later = arms["week"] > 0
-    close(arms.loc[later, "pct_change"], rp.loc[later.to_numpy(), "pct_change"], 1e-7)
-    close(arms.loc[later, "se_pct_change"], rp.loc[later.to_numpy(), "se_pct_change"], 1e-5)
-    assert (arms.loc[~later, "pct_change"] == 0).all()
+    close(arms.loc[later, "percent_change"], rp.loc[later.to_numpy(), "percent_change"], 1e-7)
+    close(arms.loc[later, "se_percent_change"], rp.loc[later.to_numpy(), "se_percent_change"], 1e-5)
+    assert (arms.loc[~later, "percent_change"] == 0).all()
+    # the columns the claims stage reads
+    assert {"arm", "week", "percent_change", "conf_low", "conf_high"} <= set(pc.columns)
     diff = pc[pc["row"] == "difference"].iloc[0]
     assert diff["week"] == 6
-    close(diff["pct_change"], r["difference"]["estimate"], 1e-7)
-    close(diff["se_pct_change"], r["difference"]["se"], 1e-5)
-    assert diff["pct_conf_low"] < diff["pct_change"] < diff["pct_conf_high"]
+    close(diff["percent_change"], r["difference"]["estimate"], 1e-7)
+    close(diff["se_percent_change"], r["difference"]["se"], 1e-5)
+    assert diff["conf_low"] < diff["percent_change"] < diff["conf_high"]
 
 
 def test_known_truth(fits):
@@ -108,8 +112,8 @@ def test_known_truth(fits):
     approached from below (NRS is rounded and clipped at 0, which shrinks large reductions)."""
     pc = fits["sim"].extras["percent_change"].set_index(["row", "arm", "week"])
     ctl = pc.loc[("arm", "control", 6)]
-    assert ctl["pct_conf_low"] < -30 < ctl["pct_conf_high"]
-    itv = pc.loc[("arm", "intervention", 6), "pct_change"]
+    assert ctl["conf_low"] < -30 < ctl["conf_high"]
+    itv = pc.loc[("arm", "intervention", 6), "percent_change"]
     assert -84 < itv < -76
 
 

@@ -25,9 +25,12 @@ lme4's ``vcov``: ``sigma^2 (X' V^-1 X)^-1`` at the estimated variance parameters
 them, not statsmodels' joint-Hessian block). The log-likelihood is the REML log-likelihood
 (``logLik(fit)`` of a REML lmer fit; ``-2 *`` it is lme4's REML criterion).
 
-Extras: ``percent_change`` (model-estimated mean NRS per arm and week, percent change from the
-baseline week with delta-method CIs, and the between-arm difference in percent change at the claim
-week, option ``week``, default 6), ``variance_components``.
+Extras: ``percent_change`` (model-estimated mean NRS per arm and week - ``mean_nrs``, ``se_mean``,
+``mean_conf_low/high`` - and the percent change from the baseline week, ``percent_change``,
+``se_percent_change``, ``conf_low/high`` (delta method, Wald z); rows ``row == "arm"``, plus one
+``row == "difference"`` row: intervention minus control percent change at the claim week, option
+``week``, default 6), ``variance_components`` (lme4's VarCorr, theta, REML criterion).
+Options: ``week``, ``visit_weeks``, ``slope_scale``.
 """
 
 from __future__ import annotations
@@ -306,10 +309,10 @@ def percent_change_table(
                     "se_mean": se_m,
                     "mean_conf_low": mw - z * se_m,
                     "mean_conf_high": mw + z * se_m,
-                    "pct_change": pc,
-                    "se_pct_change": se_pc,
-                    "pct_conf_low": pc - z * se_pc,
-                    "pct_conf_high": pc + z * se_pc,
+                    "percent_change": pc,
+                    "se_percent_change": se_pc,
+                    "conf_low": pc - z * se_pc,
+                    "conf_high": pc + z * se_pc,
                     "p_value": np.nan if w == base else float(2 * stats.norm.sf(abs(pc / se_pc))),
                     "n_participants": int(at[ID].nunique()),
                     "n_observations": int(len(at)),
@@ -331,10 +334,10 @@ def percent_change_table(
                 "se_mean": np.nan,
                 "mean_conf_low": np.nan,
                 "mean_conf_high": np.nan,
-                "pct_change": d,
-                "se_pct_change": se_d,
-                "pct_conf_low": d - z * se_d,
-                "pct_conf_high": d + z * se_d,
+                "percent_change": d,
+                "se_percent_change": se_d,
+                "conf_low": d - z * se_d,
+                "conf_high": d + z * se_d,
                 "p_value": float(2 * stats.norm.sf(abs(d / se_d))),
                 "n_participants": int(data.loc[data["week"] == claim_week, ID].nunique()),
                 "n_observations": int((data["week"] == claim_week).sum()),
