@@ -178,7 +178,7 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
         parts.extend(_attach(f, table, file, raw, rows[table]) for f in found if len(f))
 
     linked_ok: dict[str, np.ndarray] = {}
-    if "participants" in typed:
+    if "participants" in typed and ID in raws["participants"].columns:
         for table in ("episodes", "pain_scores"):
             if table in typed:
                 linked = link_frame(typed[table], table, typed["participants"])
