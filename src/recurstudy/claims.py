@@ -182,6 +182,12 @@ def add_power(table: pd.DataFrame, power: dict[str, dict[str, Any]]) -> pd.DataF
     keys = ["power", "power_mc_se", "mde_80", "mde_80_mc_se", "replicates"]
     for key in keys:
         out[key] = [power.get(cid, {}).get(key) for cid in out["claim_id"]]
+    out["power_note"] = [
+        power[cid].get("note", "")
+        if cid in power
+        else "power by simulation covers rate and hazard claims"
+        for cid in out["claim_id"]
+    ]
     return out
 
 

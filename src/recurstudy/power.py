@@ -50,8 +50,10 @@ def design_from_data(
             alpha = float(max(fit.params[-1], 0.0))
         except Exception:  # an NB fit that fails leaves a Poisson design (alpha 0), said below
             alpha = float("nan")
+    treated = participants["arm"].astype(str) == arms["intervention"]
     return {
         "n": int(len(participants)),
+        "allocation": float(treated.mean()) if len(participants) else 0.0,
         "followup_days": planned,
         "dropout": float(np.mean(fu < planned)) if fu.size else 0.0,
         "rate_per_day": rate,
@@ -74,6 +76,7 @@ def _params(design: dict[str, Any], rate_ratio: float, seed: int) -> SimulationP
         beta_prior_episode=0.0,
         beta_baseline_pain=0.0,
         arms=tuple(design["arms"]),
+        allocation=design.get("allocation", 0.5),
     )
 
 
@@ -90,7 +93,13 @@ def simulate_replicates(
     model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
     spec = {s.name: s for s in model_specs(config)}[model]
     rr = 1.0 - float(claim["claimed"])
-    rows = []
+    rows: list[dict[str, Any]] = []
+    n_int = round(design["n"] * design.get("allocation", 0.5))
+    if not 0 < n_int < design["n"] or not design["rate_per_day"] > 0:
+        # Nothing to simulate: a single-arm study, or no episodes to estimate a rate from.
+        return pd.DataFrame(
+            rows, columns=["replicate", "seed", "estimate", "std_error", "p_value", "converged"]
+        )
     for r in replicates:
         tables = simulate_cohort(_params(design, rr, seed + r))
         data: dict[str, Any] = dict(derive_all(tables["participants"], tables["episodes"], config))
@@ -116,7 +125,8 @@ def summarize_power(reps: pd.DataFrame, claimed: float, alpha: float = 0.05) -> 
     ok = reps[reps["converged"]]
     n = len(ok)
     if n == 0:
-        return {"replicates": int(len(reps)), "converged": 0, "power": None}
+        why = "no replicate could be simulated and fitted (one arm, or no episodes)"
+        return {"replicates": int(len(reps)), "converged": 0, "power": None, "note": why}
     direction = np.sign(math.log(1.0 - claimed)) if claimed < 1 else -1.0
     reject = (ok["p_value"] < alpha) & (np.sign(ok["estimate"]) == direction)
     power = float(reject.mean())

@@ -49,7 +49,8 @@ class SimulationParams:
     pain_reduction: dict[str, float] = field(
         default_factory=lambda: {"control": 0.30, "intervention": 0.82}
     )
-    arms: tuple[str, str] = ("control", "intervention")
+    arms: tuple[str, str] = ("control", "intervention")  # labels written in the arm column
+    allocation: float = 0.5  # fraction allocated to the intervention
 
 
 PRESETS: dict[str, dict] = {"demo": {}}
@@ -67,7 +68,10 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     width = max(4, len(str(n)))
     ids = np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), width))
 
-    arm = rng.permutation(np.arange(n) % 2)  # 0 control, 1 intervention; balanced
+    if p.allocation == 0.5:
+        arm = rng.permutation(np.arange(n) % 2)  # 0 control, 1 intervention; balanced
+    else:
+        arm = rng.permutation((np.arange(n) < round(n * p.allocation)).astype(int))
     enrol = rng.integers(0, p.enrol_window_days, n)
     age = np.clip(np.round(rng.normal(26.0, 6.0, n)), 16, 60).astype(int)
     sex = np.where(rng.random(n) < 0.45, "F", "M")
@@ -146,7 +150,8 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     # Pain scores at scheduled visits within follow-up.
     weeks = np.asarray(p.pain_weeks)
     vdays = weeks * 7
-    red = np.where(arm == 1, p.pain_reduction[p.arms[1]], p.pain_reduction[p.arms[0]])
+    # keyed by role (control / intervention), whatever the arms' labels
+    red = np.where(arm == 1, p.pain_reduction["intervention"], p.pain_reduction["control"])
     ri = rng.normal(0.0, 0.6, n)
     rs = rng.normal(0.0, 0.15, n)
     frac = np.minimum(weeks / 6.0, 1.0)
