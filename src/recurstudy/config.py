@@ -33,7 +33,26 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
                 f"invalid configuration: adjust_for names '{key}', which is not declared under "
                 "covariates:"
             )
+    _check_models_and_claims(config)
     return config
+
+
+def _check_models_and_claims(config: dict[str, Any]) -> None:
+    """Every model kind exists, names are unique, and each claim reads a configured model."""
+    from recurstudy.claims import DEFAULT_MODEL
+    from recurstudy.models import model_specs
+
+    try:
+        names = {spec.name for spec in model_specs(config)}
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration: {exc.args[0]}") from None
+    for claim in config.get("claims", []):
+        model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
+        if model not in names:
+            raise ConfigError(
+                f"invalid configuration: claim '{claim['id']}' reads model '{model}', which is "
+                f"not among the configured models ({', '.join(sorted(names))})"
+            )
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -74,6 +74,11 @@ def get_model(kind: str) -> Model:
     return REGISTRY[kind]()
 
 
+def _quote(name: str) -> str:
+    """A column name as a formula term (backticks when it is not a plain identifier)."""
+    return name if name.isidentifier() else f"`{name}`"
+
+
 def model_specs(config: dict[str, Any]) -> list[ModelSpec]:
     """Every model the config asks for, adjusted variants (`<name>_adjusted`) included."""
     _load_all()
@@ -87,7 +92,8 @@ def model_specs(config: dict[str, Any]) -> list[ModelSpec]:
         options = dict(entry.get("options", {}))
         specs.append(ModelSpec(entry["name"], entry["kind"], formula, options, dict(arms)))
         if model.adjustable and entry.get("adjusted", True) and adjust:
-            extra = [c for c in adjust if c not in formula]
+            present = {t.strip().strip("`") for t in formula.split("~")[-1].split("+")}
+            extra = [_quote(c) for c in adjust if c not in present]
             specs.append(
                 ModelSpec(
                     f"{entry['name']}_adjusted",
