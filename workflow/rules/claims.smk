@@ -14,6 +14,8 @@ rule power_design:
         "results/power/design.json",
     log:
         "logs/power/design.log",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/power_design.py"
 
@@ -31,6 +33,8 @@ rule power_chunk:
         chunk=r"\d+",
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/power_chunk.py"
 
@@ -42,6 +46,8 @@ rule power_summary:
         "results/power/{claim}.json",
     log:
         "logs/power/{claim}/summary.log",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/power_summary.py"
 
@@ -56,6 +62,8 @@ rule claims:
         json="results/claims.json",
     log:
         "logs/claims.log",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/claims.py"
 
@@ -72,5 +80,7 @@ rule sensitivity:
         balance="results/sensitivity/balance.csv",
     log:
         "logs/sensitivity.log",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/sensitivity.py"

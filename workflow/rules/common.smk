@@ -1,6 +1,7 @@
 # Configuration: the demo config unless --configfile is given (then only that file counts, so
 # that none of the demo's data paths leak into a user's study), validated against the schema.
 from recurstudy.config import validate_config
+from recurstudy.models import get_model, model_specs
 
 
 if not config:
@@ -20,3 +21,19 @@ def data_inputs(wildcards=None):
     """The cohort tables named in the config."""
     return {name: config["data"][name] for name in CLEAN}
 
+
+SPECS = {spec.name: spec for spec in model_specs(config)}
+VALIDATED = {"participants", "episodes", "pain_scores"}
+
+
+def model_inputs(wildcards):
+    """The datasets the model's kind declares; a table the study lacks is simply not given."""
+    model = get_model(SPECS[wildcards.name].kind)
+    inputs = {}
+    for d in model.datasets:
+        if d in VALIDATED:
+            if d in CLEAN:
+                inputs[d] = f"results/validated/{d}.parquet"
+        else:
+            inputs[d] = f"results/analysis/{d}.parquet"
+    return inputs

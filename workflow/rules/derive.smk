@@ -13,6 +13,8 @@ rule derive_first_episode:
         "results/benchmarks/derive_first_episode.tsv"
     params:
         dataset="first_episode",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/derive.py"
 
@@ -29,6 +31,8 @@ rule derive_counting_process:
         "results/benchmarks/derive_counting_process.tsv"
     params:
         dataset="counting_process",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/derive.py"
 
@@ -45,5 +49,7 @@ rule derive_counts:
         "results/benchmarks/derive_counts.tsv"
     params:
         dataset="counts",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/derive.py"

@@ -1,21 +1,4 @@
 # One job per configured model (adjusted variants included); then all estimates stacked.
-from recurstudy.models import get_model, model_specs
-
-SPECS = {spec.name: spec for spec in model_specs(config)}
-VALIDATED = {"participants", "episodes", "pain_scores"}
-
-
-def model_inputs(wildcards):
-    """The datasets the model's kind declares; a table the study lacks is simply not given."""
-    model = get_model(SPECS[wildcards.name].kind)
-    inputs = {}
-    for d in model.datasets:
-        if d in VALIDATED:
-            if d in CLEAN:
-                inputs[d] = f"results/validated/{d}.parquet"
-        else:
-            inputs[d] = f"results/analysis/{d}.parquet"
-    return inputs
 
 
 rule fit_model:
@@ -32,6 +15,8 @@ rule fit_model:
         name="|".join(SPECS),
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/fit_model.py"
 
@@ -43,5 +28,7 @@ rule estimates:
         "results/estimates.csv",
     log:
         "logs/estimates.log",
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/estimates.py"

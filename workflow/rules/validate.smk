@@ -18,5 +18,7 @@ rule validate:
         "results/benchmarks/validate.tsv"
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/recurstudy.yaml"
     script:
         "../scripts/validate.py"
