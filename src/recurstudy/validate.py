@@ -540,6 +540,25 @@ def _load_config(config_path: str) -> dict:
     return config  # pragma: no cover
 
 
+def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
+    """The one-line message for stderr: why validation failed, or what was excluded ('' if
+    there is nothing to say), pointing at the report."""
+    report = Path(outdir) / "report.md"
+    if not outcome.ok:
+        if outcome.mode == "exclude" and not (outcome.failures["row"].isna().any()):
+            reason = "no participant left to analyse after exclusions"
+            summary = _summary_line(outcome)
+            return f"recurstudy: validation failed: {reason} ({summary}); see {report}"
+        return f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}"
+    if len(outcome.excluded):
+        n = outcome.flow["participants"]["excluded"]
+        return (
+            f"recurstudy: {_summary_line(outcome)}; {n} participants excluded; "
+            f"see {Path(outdir) / 'excluded.csv'}"
+        )
+    return ""
+
+
 def main_validate(config_path: str, outdir: str, clean_dir: str, base_dir: str = ".") -> int:
     """CLI: validate the cohort of `config_path`; report to `outdir`, clean tables to
     `clean_dir` (only when valid). Returns 0 when valid, 1 otherwise (message on stderr)."""
@@ -549,7 +568,6 @@ def main_validate(config_path: str, outdir: str, clean_dir: str, base_dir: str =
         print(f"recurstudy: {exc}", file=sys.stderr)
         return 1
     outcome = validate_cohort(config, base_dir)
-    report = Path(outdir) / "report.md"
     try:
         write_validation_report(outcome, outdir)
         if outcome.ok:
@@ -562,24 +580,7 @@ def main_validate(config_path: str, outdir: str, clean_dir: str, base_dir: str =
     except OSError as exc:
         print(f"recurstudy: cannot write the validation outputs: {exc}", file=sys.stderr)
         return 1
-    if not outcome.ok:
-        if outcome.mode == "exclude" and not (outcome.failures["row"].isna().any()):
-            reason = "no participant left to analyse after exclusions"
-            print(
-                f"recurstudy: validation failed: {reason} ({_summary_line(outcome)}); see {report}",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}",
-                file=sys.stderr,
-            )
-        return 1
-    if len(outcome.excluded):
-        n = outcome.flow["participants"]["excluded"]
-        print(
-            f"recurstudy: {_summary_line(outcome)}; {n} participants excluded; "
-            f"see {Path(outdir) / 'excluded.csv'}",
-            file=sys.stderr,
-        )
-    return 0
+    message = outcome_message(outcome, outdir)
+    if message:
+        print(message, file=sys.stderr)
+    return 0 if outcome.ok else 1

@@ -1,5 +1,7 @@
 # Configuration: the demo config unless --configfile is given (then only that file counts, so
 # that none of the demo's data paths leak into a user's study), validated against the schema.
+import os
+
 from recurstudy.config import validate_config
 from recurstudy.models import get_model, model_specs
 
@@ -18,8 +20,9 @@ CLEAN = ["participants", "episodes"] + (
 
 
 def data_inputs(wildcards=None):
-    """The cohort tables named in the config."""
-    return {name: config["data"][name] for name in CLEAN}
+    """The cohort tables named in the config that exist: a missing one is reported by the
+    validation rule itself (with the other tables' problems), not as a Snakemake error."""
+    return {n: config["data"][n] for n in CLEAN if os.path.exists(config["data"][n])}
 
 
 SPECS = {spec.name: spec for spec in model_specs(config)}
