@@ -95,3 +95,13 @@ def test_invalid_cohort_stops_with_report(repo, tmp_path):
     assert (tmp_path / "results/validation/report.md").exists()
     assert not (tmp_path / "results/analysis").exists()
     assert not (tmp_path / "results/validated/participants.parquet").exists()
+
+
+def test_missing_table_is_a_validation_failure(repo, tmp_path):
+    _setup(repo, tmp_path)
+    (tmp_path / "cohort/episodes.csv").unlink()
+    proc = _run(repo, tmp_path)
+    assert proc.returncode != 0
+    assert "validation failed" in proc.stderr and "MissingInputException" not in proc.stderr
+    failures = pd.read_csv(tmp_path / "results/validation/failure_cases.csv")
+    assert list(failures["check"]) == ["readable"] and "not found" in failures["value"].iloc[0]
