@@ -15,7 +15,9 @@ def _write(tmp_path, config):
 def test_demo_config_and_defaults(repo, tmp_path):
     config = load_config(repo / "config/config.yaml")
     assert config["on_invalid"] == "fail" and config["min_cell"] == 5
-    minimal = load_config(_write(tmp_path, {"data": {"participants": "p.csv", "episodes": "e.csv"}}))
+    minimal = load_config(
+        _write(tmp_path, {"data": {"participants": "p.csv", "episodes": "e.csv"}})
+    )
     assert minimal["arms"] == {"control": "control", "intervention": "intervention"}
     assert minimal["power"]["replicates"] == 500 and minimal["claims"] == []
     assert minimal["design"] == "randomized" and minimal["exclude_episode_time"] is False
@@ -31,7 +33,9 @@ def test_demo_config_and_defaults(repo, tmp_path):
         (
             {
                 "models": [{"name": "m", "kind": "cox"}],
-                "claims": [{"id": "c", "statement": "s", "metric": "rate_reduction", "claimed": 0.5}],
+                "claims": [
+                    {"id": "c", "statement": "s", "metric": "rate_reduction", "claimed": 0.5}
+                ],
             },
             "negbin_rate",
         ),
