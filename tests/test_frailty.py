@@ -362,6 +362,15 @@ def test_failures_are_results():
     assert not res.converged and "skipped" in res.message
 
 
+def test_constant_covariate_is_singular():
+    df = read("demo").assign(const=1.0)
+    res = fit_spec(ModelSpec("f", "frailty_cox", "arm + const + age"), {"counting_process": df})
+    assert not res.converged and "singular" in res.message
+    t = res.table.set_index("term")
+    assert np.isnan(t.loc["const", "estimate"]) and np.isnan(t.loc["const", "std_error"])
+    assert np.isfinite(t.loc[[ARM, "age"], "std_error"]).all()
+
+
 def test_inner_loop_running_out_is_reported():
     res = fit_spec(
         ModelSpec("f", "frailty_cox", options={"iter_max": 2}), {"counting_process": read("demo")}

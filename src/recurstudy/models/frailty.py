@@ -644,6 +644,9 @@ def frailty_cox_fit(
     sing = dinv == 0
     coef = res.beta.copy()
     coef[sing] = np.nan
+    for m in (C, var2):  # R leaves zeros there; NaN says "not estimated"
+        m[sing, :] = np.nan
+        m[:, sing] = np.nan
     df_cols = np.full(p, np.nan)
     for cols in (terms or {nm: [j] for j, nm in enumerate(names)}).values():
         cols = [c for c in cols if not sing[c]]
