@@ -49,6 +49,7 @@ DEFAULT_MODELS: list[dict[str, Any]] = [
     {"name": "negbin_rate", "kind": "negbin"},
     {"name": "zinb_rate", "kind": "zinb"},
     {"name": "pain_mixed", "kind": "mixed_pain"},
+    {"name": "frailty_cox", "kind": "frailty_cox"},
 ]
 
 _loaded = False
