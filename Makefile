@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= 2
 
-.PHONY: report test venv lint lock demo clean
+.PHONY: report test venv lint lock demo clean browser
 
 venv: $(VENV)/.installed
 
@@ -20,8 +20,18 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 report: venv
 	$(BIN)/snakemake --cores $(CORES)
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium (Debian package) for tests/test_browser.py, installed when missing and when
+# we may (root with apt-get); otherwise that one test is skipped and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+	      >/dev/null || echo "make browser: could not install chromium"; \
+	  else echo "make browser: chromium missing (apt-get install chromium as root)"; fi; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check src tests workflow/scripts benchmarks
@@ -36,4 +46,4 @@ demo: venv
 	$(BIN)/recurstudy simulate --preset demo --out data/demo
 
 clean:
-	rm -rf results reports/*.html reports/*.ipynb reports/manifest.json .snakemake
+	rm -rf results reports/*.html reports/*.ipynb reports/*.json reports/*.png reports/figures reports/tables .snakemake

@@ -8,6 +8,7 @@ include: "workflow/rules/validate.smk"
 include: "workflow/rules/derive.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/report.smk"
 
 
 # The default target lives here: Snakemake only honours a default target of the main Snakefile.
@@ -17,3 +18,5 @@ rule all:
         "results/estimates.csv",
         "results/claims.csv",
         "results/sensitivity/forest.csv",
+        "reports/report.html",
+        "reports/manifest.json",

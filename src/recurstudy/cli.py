@@ -34,6 +34,13 @@ def _derive(args: argparse.Namespace) -> int:
     return main_derive(args.config, args.clean, args.out)
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from recurstudy.audit import audit
+
+    return audit(args.manifest, run_dir=args.directory, cores=args.cores,
+                 snakefile=args.snakefile, keep=args.keep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `recurstudy` console script."""
     parser = argparse.ArgumentParser(prog="recurstudy", description=__doc__)
@@ -64,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     der.add_argument("--clean", default="results/validated")
     der.add_argument("--out", default="results/analysis")
     der.set_defaults(func=_derive)
+
+    aud = sub.add_parser("audit", help="re-run the workflow from a manifest and compare hashes")
+    aud.add_argument("manifest", help="reports/manifest.json of a run")
+    aud.add_argument("--cores", type=int, default=2)
+    aud.add_argument("--directory", help="run directory (default: the manifest's ../..)")
+    aud.add_argument("--snakefile", help="Snakefile to re-run (default: this installation's)")
+    aud.add_argument("--keep", action="store_true", help="keep the temporary re-run folder")
+    aud.set_defaults(func=_audit)
     return parser
 
 

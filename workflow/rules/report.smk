@@ -1,0 +1,117 @@
+# The report: a notebook executed with nbclient in the run directory (parameters injected, no
+# timing metadata), rendered by nbconvert to one offline HTML page; then the manifest of every
+# input and output. recurstudy.report does the work; see docs/report.md.
+
+SENSITIVITY = [
+    f"results/sensitivity/{n}.csv"
+    for n in ("forest", "crude_vs_adjusted", "e_value", "iptw", "balance")
+]
+
+
+report: "../report/workflow.rst"
+
+
+def produced_by_workflow(path):
+    """Whether some rule of this workflow writes `path` (optional inputs of the report)."""
+    return any(str(o) == path for r in workflow.rules for o in r.output)
+
+
+def report_inputs(wildcards):
+    inputs = {
+        "flow": "results/validated/flow.json",
+        "tables": expand("results/validated/{name}.parquet", name=CLEAN),
+        "counts": "results/analysis/counts.parquet",
+        "estimates": "results/estimates.csv",
+        "models": expand("results/models/{name}.csv", name=list(SPECS)),
+        "extras": expand("results/models/{name}", name=list(SPECS)),
+        "claims": "results/claims.csv",
+        "sensitivity": [p for p in SENSITIVITY if produced_by_workflow(p)],
+    }
+    if POWER_CLAIMS:
+        inputs["power"] = ["results/power/design.json"] + expand(
+            "results/power/{claim}.json", claim=POWER_CLAIMS
+        )
+    return inputs
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        html=report(
+            "reports/report.html",
+            caption="../report/report.rst",
+            category="Report",
+        ),
+        notebook="reports/report.ipynb",
+        km=report(
+            "reports/figures/km.png", caption="../report/km.rst", category="Figures"
+        ),
+        mcf=report(
+            "reports/figures/mcf.png", caption="../report/mcf.rst", category="Figures"
+        ),
+        forest=report(
+            "reports/figures/forest.png",
+            caption="../report/forest.rst",
+            category="Figures",
+        ),
+        pain=report(
+            "reports/figures/pain.png",
+            caption="../report/pain.rst",
+            category="Figures",
+        ),
+        claims=report(
+            "reports/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="Tables",
+        ),
+        flow=report(
+            "reports/tables/flow.csv", caption="../report/flow.rst", category="Tables"
+        ),
+        table1=report(
+            "reports/tables/table1.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+        rates=report(
+            "reports/tables/rates.csv",
+            caption="../report/rates.rst",
+            category="Tables",
+        ),
+        models=report(
+            "reports/tables/models.csv",
+            caption="../report/models.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/report.log",
+    resources:
+        mem_mb=2000,
+    params:
+        notebook=f"{workflow.basedir}/workflow/notebooks/report.py.ipynb",
+        workflow_dir=workflow.basedir,
+    script:
+        "../scripts/render_report.py"
+
+
+def manifest_inputs(wildcards):
+    """Every target of `rule all` (so that the manifest is written last) and the report."""
+    targets = [
+        str(f) for f in rules.all.input if str(f) not in ("reports/manifest.json",)
+    ]
+    return targets + ["reports/report.html"]
+
+
+rule manifest:
+    input:
+        manifest_inputs,
+    output:
+        manifest="reports/manifest.json",
+        run_info="reports/run_info.json",
+    log:
+        "logs/manifest.log",
+    params:
+        configfiles=[str(f) for f in workflow.configfiles],
+        workflow_dir=workflow.basedir,
+    script:
+        "../scripts/manifest.py"

@@ -1,0 +1,30 @@
+"""Snakemake entry point: execute the report notebook (nbclient) and render it to offline HTML.
+
+The notebook gets its parameters (the validated config, the source commit, the assets folder) in
+an injected cell; it runs in the run directory and reads only result files. The executed notebook
+is kept beside the HTML; warnings the kernel printed go to the log, not into the report.
+"""
+
+import logging
+from pathlib import Path
+
+import nbformat
+
+from recurstudy import report as rp
+
+snakemake = globals()["snakemake"]
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(message)s")
+out_html = Path(snakemake.output.html)
+out_nb = Path(snakemake.output.notebook)
+out_html.parent.mkdir(parents=True, exist_ok=True)
+parameters = {
+    "config": dict(snakemake.config),
+    "source_commit": rp.git_commit(snakemake.params.workflow_dir),
+    "assets": str(out_html.parent),
+}
+nb, stderr = rp.execute_notebook(snakemake.params.notebook, parameters, ".")
+if stderr:
+    logging.info("kernel stderr:\n%s", stderr)
+nbformat.write(nb, str(out_nb))
+out_html.write_text(rp.render_html(nb, title="recurstudy report"), encoding="utf-8")
+logging.info("wrote %s and %s", out_html, out_nb)
