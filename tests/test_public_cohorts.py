@@ -279,10 +279,10 @@ def test_same_as_r_on_its_own_layout(studies, reference, cohort):
     """The contract translation loses nothing: every arm effect, its SE and every likelihood equal
     R's fits on R's own data; only count-model intercepts move (log(30): months -> days for
     bladder; the other covariates' reference levels for cgd adjusted)."""
-    s, O = studies[cohort], reference[cohort]["original"]
+    s, orig = studies[cohort], reference[cohort]["original"]
     term = s.arm_term
     for name in s.results:
-        R = O[name]
+        R = orig[name]
         tab = s.table(name)
         if name.startswith("km"):
             assert rel(tab["statistic"].iloc[0], R["chisq"]) < RTOL, name
@@ -323,3 +323,42 @@ def test_power_simulation_runs_with_study_covariates(studies, cohort):
     claim = s.config["claims"][0]
     reps = simulate_replicates(claim, design, s.config, range(2), s.config["power"]["seed"])
     assert len(reps) == 2 and reps["converged"].all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="survival._fit_cox calls coxph_fit without names=, so a singular-design message "
+    "names columns x1, x2, ... instead of the formula's columns (docs/public-cohorts.md, bug 2)",
+)
+def test_singular_design_message_names_the_column(studies):
+    from recurstudy.models import ModelSpec
+
+    s = studies["cgd"]
+    cp = s.data["counting_process"].copy()
+    cp["height_cm"] = cp["height"]  # collinear with height
+    spec = ModelSpec("ag", "andersen_gill", "arm + height + height_cm", {}, dict(s.config["arms"]))
+    res = fit_spec(spec, {"counting_process": cp})
+    assert "deemed singular" in res.message
+    assert "height_cm" in res.message
+
+
+# Column names the derived datasets use for their own values.
+DERIVED_NAMES = ["episode", "start", "stop", "gap", "event", "time", "n_episodes", "exposure_days"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a declared covariate named like a derived column is not rejected: 'episode', "
+    "'start', 'stop', 'gap', 'event' crash derive with a KeyError; 'time', 'n_episodes' and "
+    "'exposure_days' are silently overwritten by the derived value, so e.g. the count models "
+    "adjust for the outcome itself (docs/public-cohorts.md, bug 3)",
+)
+@pytest.mark.parametrize("name", DERIVED_NAMES)
+def test_covariate_named_like_a_derived_column_is_a_config_error(name):
+    from recurstudy.config import ConfigError, validate_config
+
+    config = load_config(HERE / "cgd" / "config.yaml")
+    config["covariates"][name] = "numeric"
+    config["adjust_for"] = ["age_years", name]
+    with pytest.raises(ConfigError, match=name):
+        validate_config(config)
