@@ -40,6 +40,8 @@ def test_demo_config_and_defaults(repo, tmp_path):
             "negbin_rate",
         ),
         ({"unknown_key": 1}, "unknown_key"),
+        ({"covariates": {"exposure_days": "numeric"}}, "exposure_days"),
+        ({"covariates": {"stop": "numeric", "time": "integer"}}, "stop, time"),
     ],
 )
 def test_config_errors_name_the_problem(tmp_path, extra, words):
@@ -56,3 +58,11 @@ def test_missing_or_broken_config_file(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_numeric_arm_labels_are_text(tmp_path):
+    config = {
+        "data": {"participants": "p.csv", "episodes": "e.csv"},
+        "arms": {"control": 1, "intervention": 2},
+    }
+    assert load_config(_write(tmp_path, config))["arms"] == {"control": "1", "intervention": "2"}

@@ -18,15 +18,46 @@ class ConfigError(Exception):
     """The configuration file is missing or does not match config/schema.yaml."""
 
 
+# Columns that the contract or the derived datasets define: a covariate may not take these names
+# (it would be overwritten by, or collide with, a derived column).
+RESERVED_COLUMNS = (
+    "participant_id",
+    "arm",
+    "enrolled_on",
+    "followup_end",
+    "episode",
+    "start",
+    "stop",
+    "gap",
+    "event",
+    "time",
+    "n_episodes",
+    "exposure_days",
+)
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate `config` in place against the schema, filling in defaults; return it."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    arms = config.get("arms")
+    if isinstance(arms, dict):
+        # Labels are compared with the arm column as text: `control: 1` means the label "1".
+        for role, label in list(arms.items()):
+            if isinstance(label, int | float) and not isinstance(label, bool):
+                arms[role] = str(label)
     try:
         validate(config, str(SCHEMA_PATH), set_default=True)
     except WorkflowError as exc:  # its message names the offending key
         raise ConfigError(f"invalid configuration: {exc}") from None
+    reserved = sorted(set(config.get("covariates", {})) & set(RESERVED_COLUMNS))
+    if reserved:
+        raise ConfigError(
+            f"invalid configuration: covariates may not be named {', '.join(reserved)}: "
+            f"those names are reserved for the contract's and the derived datasets' columns "
+            f"({', '.join(RESERVED_COLUMNS)}); rename the column"
+        )
     for key in config.get("adjust_for", []):
         if key not in config.get("covariates", {}):
             raise ConfigError(

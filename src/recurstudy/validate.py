@@ -205,6 +205,13 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
         ok = len(failures) == 0
     else:
         ok = not table_level and flow["participants"]["analysed"] > 0
+    if not ok:  # the run stops here: nothing is analysed, whatever the tables hold
+        for table in ("participants", "episodes", "pain_scores"):
+            flow[table]["analysed"] = 0
+        flow["participants"]["analysed_by_arm"] = dict.fromkeys(
+            flow["participants"]["analysed_by_arm"], 0
+        )
+    flow["stopped"] = not ok
     return ValidationOutcome(
         tables=clean,
         failures=failures[FAILURE_COLUMNS].reset_index(drop=True),

@@ -55,6 +55,7 @@ def _fit_cox(
         strata=None if strata is None else rows[strata].to_numpy(),
         cluster=rows[ID].to_numpy() if cluster else None,
         ties=ties,
+        names=names,
     )
     counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
     var = fit.robust_var if cluster else fit.var
