@@ -303,17 +303,10 @@ def test_same_as_r_on_its_own_layout(studies, reference, cohort):
 
 
 # ---------------------------------------------------------------------------------------------
-# Known bugs (reported in docs/public-cohorts.md); strict xfail so they flip when fixed
+# Bugs found on these cohorts (docs/public-cohorts.md), fixed; kept as regression tests
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="power.simulate_replicates derives the simulated cohort with the study's config, so "
-    "any declared covariate the simulator does not make (age_years, number, ...) is a KeyError "
-    "in derive._base: every power_chunk job fails (docs/public-cohorts.md, bug 1)",
-)
 @pytest.mark.parametrize("cohort", COHORTS)
 def test_power_simulation_runs_with_study_covariates(studies, cohort):
     from recurstudy.power import design_from_data, simulate_replicates
@@ -325,11 +318,6 @@ def test_power_simulation_runs_with_study_covariates(studies, cohort):
     assert len(reps) == 2 and reps["converged"].all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="survival._fit_cox calls coxph_fit without names=, so a singular-design message "
-    "names columns x1, x2, ... instead of the formula's columns (docs/public-cohorts.md, bug 2)",
-)
 def test_singular_design_message_names_the_column(studies):
     from recurstudy.models import ModelSpec
 
@@ -346,13 +334,6 @@ def test_singular_design_message_names_the_column(studies):
 DERIVED_NAMES = ["episode", "start", "stop", "gap", "event", "time", "n_episodes", "exposure_days"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a declared covariate named like a derived column is not rejected: 'episode', "
-    "'start', 'stop', 'gap', 'event' crash derive with a KeyError; 'time', 'n_episodes' and "
-    "'exposure_days' are silently overwritten by the derived value, so e.g. the count models "
-    "adjust for the outcome itself (docs/public-cohorts.md, bug 3)",
-)
 @pytest.mark.parametrize("name", DERIVED_NAMES)
 def test_covariate_named_like_a_derived_column_is_a_config_error(name):
     from recurstudy.config import ConfigError, validate_config

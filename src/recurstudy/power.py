@@ -1,8 +1,9 @@
 """Power by simulation: re-run the study's design under the claimed effect.
 
-The design is read off the data (:func:`design_from_data`): number of participants, planned
-follow-up (the longest observed), the fraction that left early, the control arm's episode rate and
-the negative-binomial dispersion (as the gamma-frailty variance). Each replicate simulates a cohort
+The design is read off the data (:func:`design_from_data`): number of participants and allocation,
+the distribution of follow-up (its percentiles, so staggered entry and dropout are both kept), the
+control arm's episode rate and the negative-binomial dispersion (as the gamma-frailty variance).
+Covariates are not simulated: replicates are analysed with the crude formula of the claim's model. Each replicate simulates a cohort
 with :mod:`recurstudy.simulate` (the engine behind ``recurstudy simulate``) under the claimed rate
 ratio, derives its datasets and fits the claim's model with the same code as the real analysis.
 Replicates are independent and seeded ``seed + replicate``, so chunks can run as parallel jobs and
@@ -17,6 +18,7 @@ error of the log ratio across replicates (which varies little with the effect si
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -51,7 +53,11 @@ def design_from_data(
         except Exception:  # an NB fit that fails leaves a Poisson design (alpha 0), said below
             alpha = float("nan")
     treated = participants["arm"].astype(str) == arms["intervention"]
+    # Follow-up is drawn from the observed distribution (its percentiles: aggregates only), which
+    # reproduces staggered entry as well as dropout.
+    sample = np.round(np.percentile(fu, np.arange(101))).astype(int).tolist() if fu.size else []
     return {
+        "followup_percentiles": sample,
         "n": int(len(participants)),
         "allocation": float(treated.mean()) if len(participants) else 0.0,
         "followup_days": planned,
@@ -77,6 +83,9 @@ def _params(design: dict[str, Any], rate_ratio: float, seed: int) -> SimulationP
         beta_baseline_pain=0.0,
         arms=tuple(design["arms"]),
         allocation=design.get("allocation", 0.5),
+        followup_sample=tuple(design["followup_percentiles"])
+        if design.get("followup_percentiles")
+        else None,
     )
 
 
@@ -91,7 +100,11 @@ def simulate_replicates(
     from recurstudy.claims import DEFAULT_MODEL
 
     model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
-    spec = {s.name: s for s in model_specs(config)}[model]
+    claimed_spec = {s.name: s for s in model_specs(config)}[model]
+    # The simulated cohorts carry no study covariates: each replicate is analysed with the crude
+    # formula of the claim's model (same kind and options).
+    spec = replace(claimed_spec, formula="arm")
+    config = {**config, "covariates": {}, "adjust_for": []}
     rr = 1.0 - float(claim["claimed"])
     rows: list[dict[str, Any]] = []
     n_int = round(design["n"] * design.get("allocation", 0.5))

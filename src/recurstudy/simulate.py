@@ -51,6 +51,9 @@ class SimulationParams:
     )
     arms: tuple[str, str] = ("control", "intervention")  # labels written in the arm column
     allocation: float = 0.5  # fraction allocated to the intervention
+    # Follow-up lengths (days) to draw from instead of followup_days/dropout, e.g. an observed
+    # study's percentiles (staggered entry: everyone followed to a common calendar date).
+    followup_sample: tuple[int, ...] | None = None
 
 
 PRESETS: dict[str, dict] = {"demo": {}}
@@ -81,6 +84,8 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     leaves = rng.random(n) < p.dropout
     leave_day = rng.integers(1, p.followup_days, n)
     fu_days = np.where(leaves, leave_day, p.followup_days)
+    if p.followup_sample is not None:
+        fu_days = rng.choice(np.asarray(p.followup_sample, dtype=int), n)
     reason = np.where(
         leaves, np.where(rng.random(n) < 0.5, "withdrawn", "lost_to_followup"), "completed"
     )
