@@ -3,9 +3,10 @@
 The design is read off the data (:func:`design_from_data`): number of participants and allocation,
 the distribution of follow-up (its percentiles, so staggered entry and dropout are both kept), the
 control arm's episode rate and the negative-binomial dispersion (as the gamma-frailty variance).
-Covariates are not simulated: replicates are analysed with the crude formula of the claim's model. Each replicate simulates a cohort
-with :mod:`recurstudy.simulate` (the engine behind ``recurstudy simulate``) under the claimed rate
-ratio, derives its datasets and fits the claim's model with the same code as the real analysis.
+Covariates are not simulated: replicates are analysed with the crude formula of the claim's model.
+Each replicate simulates a cohort with :mod:`recurstudy.simulate` (the engine behind
+``recurstudy simulate``) under the claimed rate ratio, derives its datasets and fits the claim's
+model kind with the same code as the real analysis.
 Replicates are independent and seeded ``seed + replicate``, so chunks can run as parallel jobs and
 any chunking gives the same numbers.
 
