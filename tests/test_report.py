@@ -347,7 +347,10 @@ def test_report_is_deterministic(demo_report, tmp_path):
     other = tmp_path / "elsewhere"
     shutil.copytree(demo_report, other, ignore=shutil.ignore_patterns(".snakemake", "reports"))
     config = load_config(other / "config.yaml")
-    params = {"config": config, "source_commit": rp.git_commit(REPO), "assets": "reports"}
+    # the commit the run recorded (HEAD may have moved since, in a shared working tree)
+    ran = (demo_report / "reports/report.ipynb").read_text()
+    commit = re.search(r"source_commit = '([0-9a-f]+|unknown)'", ran).group(1)
+    params = {"config": config, "source_commit": commit, "assets": "reports"}
     nb, _ = rp.execute_notebook(REPO / "workflow/notebooks/report.py.ipynb", params, other)
     page = rp.render_html(nb, title="recurstudy report")
     assert page == (demo_report / "reports/report.html").read_text(encoding="utf-8")

@@ -447,7 +447,9 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
                 "p (claimed value)": fmt_p(r.p_value_claimed),
                 "verdict": r.verdict,
                 "reason": r.reason,
-                "power": fmt_pct(getattr(r, "power", float("nan")), 1),
+                "power": (
+                    fmt_pct(r.power, 1) if _finite(getattr(r, "power", None)) else "not simulated"
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -560,12 +562,11 @@ def forest_data(
 
 
 def model_table(estimates: pd.DataFrame, min_cell: int = 5) -> pd.DataFrame:
-    """Every row of every tidy table, formatted; failed models keep their row and message."""
+    """Every row of every tidy table, formatted; a failed model keeps its row (its message is in
+    :func:`convergence_table`, one line per model)."""
     rows = []
     for r in estimates.to_dict("records"):
         conv = bool(r["converged"])
-        message = r.get("message")
-        message = "" if message is None or isinstance(message, float) else str(message)
         rows.append(
             {
                 "model": r["model"],
@@ -577,8 +578,7 @@ def model_table(estimates: pd.DataFrame, min_cell: int = 5) -> pd.DataFrame:
                 "p": fmt_p(r["p_value"]),
                 "participants": fmt_count(r["n_participants"], min_cell),
                 "events": fmt_count(r["n_events"], min_cell),
-                "converged": "yes" if conv else "NO",
-                "message": message,
+                "converged": "yes" if conv else "NO (see Convergence)",
             }
         )
     return pd.DataFrame(rows)
