@@ -35,6 +35,8 @@ browser:
 
 lint: venv
 	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
 # Regenerate the lock after changing dependencies in pyproject.toml (needs uv).

@@ -1,4 +1,4 @@
-"""The `recurstudy` command: simulate a cohort, validate, derive (what the workflow's rules call)."""
+"""The `recurstudy` command: simulate, validate, derive, audit (what the workflow rules call)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,13 @@ def _derive(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from recurstudy.audit import audit
 
-    return audit(args.manifest, run_dir=args.directory, cores=args.cores,
-                 snakefile=args.snakefile, keep=args.keep)
+    return audit(
+        args.manifest,
+        run_dir=args.directory,
+        cores=args.cores,
+        snakefile=args.snakefile,
+        keep=args.keep,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

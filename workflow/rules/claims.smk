@@ -31,10 +31,10 @@ rule power_chunk:
         "results/benchmarks/power/{claim}_{chunk}.tsv"
     wildcard_constraints:
         chunk=r"\d+",
-    resources:
-        mem_mb=2000,
     conda:
         "../envs/recurstudy.yaml"
+    resources:
+        mem_mb=2000,
     script:
         "../scripts/power_chunk.py"
 

@@ -5,7 +5,6 @@ import os
 from recurstudy.config import validate_config
 from recurstudy.models import get_model, model_specs
 
-
 if not config:
 
     configfile: "config/config.yaml"
@@ -21,7 +20,8 @@ CLEAN = ["participants", "episodes"] + (
 
 def data_inputs(wildcards=None):
     """The cohort tables named in the config that exist: a missing one is reported by the
-    validation rule itself (with the other tables' problems), not as a Snakemake error."""
+    validation rule itself (with the other tables' problems), not as a Snakemake error.
+    """
     return {n: config["data"][n] for n in CLEAN if os.path.exists(config["data"][n])}
 
 
@@ -40,3 +40,41 @@ def model_inputs(wildcards):
         else:
             inputs[d] = f"results/analysis/{d}.parquet"
     return inputs
+
+
+# The report stage (report.smk): its optional inputs and the manifest, written last.
+SENSITIVITY = [
+    f"results/sensitivity/{n}.csv"
+    for n in ("forest", "crude_vs_adjusted", "e_value", "iptw", "balance")
+]
+
+
+def produced_by_workflow(path):
+    """Whether some rule of this workflow writes `path` (optional inputs of the report)."""
+    return any(str(o) == path for r in workflow.rules for o in r.output)
+
+
+def report_inputs(wildcards):
+    inputs = {
+        "flow": "results/validated/flow.json",
+        "tables": expand("results/validated/{name}.parquet", name=CLEAN),
+        "counts": "results/analysis/counts.parquet",
+        "estimates": "results/estimates.csv",
+        "models": expand("results/models/{name}.csv", name=list(SPECS)),
+        "extras": expand("results/models/{name}", name=list(SPECS)),
+        "claims": "results/claims.csv",
+        "sensitivity": [p for p in SENSITIVITY if produced_by_workflow(p)],
+    }
+    if POWER_CLAIMS:
+        inputs["power"] = ["results/power/design.json"] + expand(
+            "results/power/{claim}.json", claim=POWER_CLAIMS
+        )
+    return inputs
+
+
+def manifest_inputs(wildcards):
+    """Every target of `rule all` (so that the manifest is written last) and the report."""
+    targets = [
+        str(f) for f in rules.all.input if str(f) not in ("reports/manifest.json",)
+    ]
+    return targets + ["reports/report.html"]

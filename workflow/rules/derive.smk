@@ -11,10 +11,10 @@ rule derive_first_episode:
         "logs/derive/first_episode.log",
     benchmark:
         "results/benchmarks/derive_first_episode.tsv"
-    params:
-        dataset="first_episode",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        dataset="first_episode",
     script:
         "../scripts/derive.py"
 
@@ -29,10 +29,10 @@ rule derive_counting_process:
         "logs/derive/counting_process.log",
     benchmark:
         "results/benchmarks/derive_counting_process.tsv"
-    params:
-        dataset="counting_process",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        dataset="counting_process",
     script:
         "../scripts/derive.py"
 
@@ -47,9 +47,9 @@ rule derive_counts:
         "logs/derive/counts.log",
     benchmark:
         "results/benchmarks/derive_counts.tsv"
-    params:
-        dataset="counts",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        dataset="counts",
     script:
         "../scripts/derive.py"

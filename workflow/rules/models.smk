@@ -13,10 +13,10 @@ rule fit_model:
         "results/benchmarks/models/{name}.tsv"
     wildcard_constraints:
         name="|".join(SPECS),
-    resources:
-        mem_mb=4000,
     conda:
         "../envs/recurstudy.yaml"
+    resources:
+        mem_mb=4000,
     script:
         "../scripts/fit_model.py"
 

@@ -2,36 +2,8 @@
 # timing metadata), rendered by nbconvert to one offline HTML page; then the manifest of every
 # input and output. recurstudy.report does the work; see docs/report.md.
 
-SENSITIVITY = [
-    f"results/sensitivity/{n}.csv"
-    for n in ("forest", "crude_vs_adjusted", "e_value", "iptw", "balance")
-]
-
 
 report: "../report/workflow.rst"
-
-
-def produced_by_workflow(path):
-    """Whether some rule of this workflow writes `path` (optional inputs of the report)."""
-    return any(str(o) == path for r in workflow.rules for o in r.output)
-
-
-def report_inputs(wildcards):
-    inputs = {
-        "flow": "results/validated/flow.json",
-        "tables": expand("results/validated/{name}.parquet", name=CLEAN),
-        "counts": "results/analysis/counts.parquet",
-        "estimates": "results/estimates.csv",
-        "models": expand("results/models/{name}.csv", name=list(SPECS)),
-        "extras": expand("results/models/{name}", name=list(SPECS)),
-        "claims": "results/claims.csv",
-        "sensitivity": [p for p in SENSITIVITY if produced_by_workflow(p)],
-    }
-    if POWER_CLAIMS:
-        inputs["power"] = ["results/power/design.json"] + expand(
-            "results/power/{claim}.json", claim=POWER_CLAIMS
-        )
-    return inputs
 
 
 rule report:
@@ -85,6 +57,8 @@ rule report:
         ),
     log:
         "logs/report.log",
+    conda:
+        "../envs/recurstudy.yaml"
     resources:
         mem_mb=2000,
     params:
@@ -92,14 +66,6 @@ rule report:
         workflow_dir=workflow.basedir,
     script:
         "../scripts/render_report.py"
-
-
-def manifest_inputs(wildcards):
-    """Every target of `rule all` (so that the manifest is written last) and the report."""
-    targets = [
-        str(f) for f in rules.all.input if str(f) not in ("reports/manifest.json",)
-    ]
-    return targets + ["reports/report.html"]
 
 
 rule manifest:
@@ -110,6 +76,8 @@ rule manifest:
         run_info="reports/run_info.json",
     log:
         "logs/manifest.log",
+    conda:
+        "../envs/recurstudy.yaml"
     params:
         configfiles=[str(f) for f in workflow.configfiles],
         workflow_dir=workflow.basedir,

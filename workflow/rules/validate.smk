@@ -16,9 +16,9 @@ rule validate:
         excluded="results/validation/excluded.csv",
     benchmark:
         "results/benchmarks/validate.tsv"
-    resources:
-        mem_mb=4000,
     conda:
         "../envs/recurstudy.yaml"
+    resources:
+        mem_mb=4000,
     script:
         "../scripts/validate.py"
