@@ -328,11 +328,19 @@ class _Problem:
         # S_g = sum_{b > g} flow[b]
         return np.cumsum(flow[:0:-1])[::-1]
 
-    def evaluate(self, beta: np.ndarray):
-        """Log partial likelihood, score and information at beta (scaled coordinates)."""
+    def evaluate(self, beta: np.ndarray, offset: np.ndarray | None = None):
+        """Log partial likelihood, score and information at beta (scaled coordinates).
+
+        ``offset`` (per row) is added to the linear predictor, which is then bounded to
+        [-200, 22] as R's ``coxsafe`` does in agfit5; the penalised frailty fit
+        (:mod:`recurstudy.models.frailty`) passes its frailties this way.  Without an offset the
+        predictor is used as it is (coxfit6 / agfit4).
+        """
         p = self.p
         iu0, iu1 = self.iu
         eta = self.xs @ beta
+        if offset is not None:
+            eta = np.clip(eta + offset, -200.0, 22.0)
         shift = self._shift(eta)
         r = np.exp(eta - shift)
         r_u = r if self.use_all else r[self.used]
@@ -375,7 +383,10 @@ class _Problem:
             ev_shift = shift * self.ev_pos.size
         else:
             ev_shift = float(shift[self.ev_pos].sum())
-        loglik = float(self.sum_x_ev @ beta) - ev_shift
+        if offset is None:
+            loglik = float(self.sum_x_ev @ beta) - ev_shift
+        else:
+            loglik = float(eta[self.ev_pos].sum()) - ev_shift
         loglik -= float(np.sum(w * np.log(den)))
         # u = sum x_ev - sum_terms w * (S1 - f D1) / den
         u = self.sum_x_ev - (a0 @ S1 - a1 @ D1)

@@ -125,7 +125,7 @@ class _FrailtyProblem:
         self.base = _Problem(xc, stop, event, start, np.zeros(n, dtype=np.int64), 1)
         self.base.set_ties(ties)
         b = self.base
-        self.xc = np.asfortranarray(xc)
+        self.xc = b.xs  # the centred covariates, column-major
         self.group = group
         self.ev = b.ev_pos
         self.g_ev = b.ev_group
@@ -182,50 +182,11 @@ class _FrailtyProblem:
         b = self.base
         p, nf = self.p, self.nf
         xc = self.xc
-        eta = np.clip(xc @ beta + w[self.group], -200.0, 22.0)  # R's coxsafe
-        shift = float(eta.max())
-        r = np.exp(eta - shift)
         hs, hl = b.hs, b.hl
-        r_u = r if b.use_all else r[b.used]
-        xs_u = b.xs_u
         ev, g_ev = self.ev, self.g_ev
+        # The engine's accumulation with the frailties as offset (bounded as R's coxsafe).
+        pl, u_b, h22, (r, S1, D1, a0, a1, b0, b1, b2) = b.evaluate(beta, offset=w[self.group])
         r_ev = r[ev]
-        E = b.ngroups
-        S0 = b._risk_sums(r_u)
-        D0 = np.bincount(g_ev, weights=r_ev, minlength=E)
-        S1 = np.empty((E, p))
-        D1 = np.empty((E, p))
-        rx_u = []
-        for j in range(p):
-            rxj = r_u * xs_u[:, j]
-            rx_u.append(rxj)
-            S1[:, j] = b._risk_sums(rxj)
-            D1[:, j] = np.bincount(g_ev, weights=r_ev * b.xs_ev[:, j], minlength=E)
-        S2 = np.empty((E, p, p))
-        D2 = np.empty((E, p, p))
-        for j, k in zip(*b.iu, strict=True):
-            S2[:, j, k] = S2[:, k, j] = b._risk_sums(rx_u[j] * xs_u[:, k])
-            D2[:, j, k] = D2[:, k, j] = np.bincount(
-                g_ev, weights=r_ev * b.xs_ev[:, j] * b.xs_ev[:, k], minlength=E
-            )
-        tg, f, wt = b.t_group, b.t_frac, b.t_w
-        den = S0[tg] - f * D0[tg]
-        inv = wt / den
-        inv2 = inv / den
-        st = b.t_gstart
-        a0 = np.add.reduceat(inv, st)
-        a1 = np.add.reduceat(inv * f, st)
-        b0 = np.add.reduceat(inv2, st)
-        b1 = np.add.reduceat(inv2 * f, st)
-        b2 = np.add.reduceat(inv2 * f * f, st)
-
-        pl = float(eta[ev].sum()) - shift * ev.size - float(np.sum(wt * np.log(den)))
-        u_b = b.sum_x_ev - (a0 @ S1 - a1 @ D1)
-        h22 = np.einsum("g,gjk->jk", a0, S2) - np.einsum("g,gjk->jk", a1, D2)
-        h22 -= np.einsum("g,gj,gk->jk", b0, S1, S1)
-        cr = np.einsum("g,gj,gk->jk", b1, S1, D1)
-        h22 += cr + cr.T
-        h22 -= np.einsum("g,gj,gk->jk", b2, D1, D1)
 
         if theta == 0:
             # pfun's flag: the frailties are held at their values (0), their rows set to identity
