@@ -9,6 +9,7 @@ tidy frames written beside it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -161,6 +162,18 @@ def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
         message=message,
     )
     return ModelResult(pd.DataFrame([row], columns=TIDY_COLUMNS), converged=False, message=message)
+
+
+def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
+    """Run ``fit(spec, **data)`` with numerical warnings silenced (convergence warnings are
+    recorded inside the fits and become converged = False) and any unexpected error returned as
+    a failed result."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return fit(spec, **data)
+        except Exception as exc:  # a data problem we did not foresee is still a result
+            return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
 
 
 def design(formula: str, data: pd.DataFrame, *, intercept: bool) -> tuple[pd.DataFrame, list[str]]:

@@ -35,22 +35,20 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from recurstudy.models.base import Model, ModelResult, ModelSpec, design, failed, register, tidy
+from recurstudy.models.base import (
+    Model,
+    ModelResult,
+    ModelSpec,
+    design,
+    failed,
+    quietly,
+    register,
+    tidy,
+)
 
 ID = "participant_id"
 Y = "n_episodes"
 EXPOSURE = "exposure_days"
-
-
-def _quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
-    """Run a fit with numerical warnings silenced (convergence warnings are recorded inside the
-    fits and become converged = False) and any unexpected error returned as a failed result."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        try:
-            return fit(spec, **data)
-        except Exception as exc:  # a data problem we did not foresee is still a result
-            return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +252,7 @@ class PoissonModel(Model):
     datasets = ("counts",)
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        return _quietly(self._fit, spec, data)
+        return quietly(self._fit, spec, data)
 
     def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prep = _prepare(spec, data.get("counts"))
@@ -433,7 +431,7 @@ class NegativeBinomialModel(Model):
     datasets = ("counts",)
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        return _quietly(self._fit, spec, data)
+        return quietly(self._fit, spec, data)
 
     def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prep = _prepare(spec, data.get("counts"))
@@ -598,7 +596,7 @@ class ZeroInflatedNegBinModel(Model):
     datasets = ("counts",)
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        return _quietly(self._fit, spec, data)
+        return quietly(self._fit, spec, data)
 
     def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prep = _prepare(spec, data.get("counts"))

@@ -42,20 +42,18 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from recurstudy.models.base import Model, ModelResult, ModelSpec, design, failed, register, tidy
+from recurstudy.models.base import (
+    Model,
+    ModelResult,
+    ModelSpec,
+    design,
+    failed,
+    quietly,
+    register,
+    tidy,
+)
 
 ID = "participant_id"
-
-
-def _quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
-    """Run a fit with numerical warnings silenced (convergence warnings are recorded inside the
-    fits and become converged = False) and any unexpected error returned as a failed result."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        try:
-            return fit(spec, **data)
-        except Exception as exc:  # a data problem we did not foresee is still a result
-            return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +354,7 @@ class PainMixedModel(Model):
     adjustable = False
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        return _quietly(self._fit, spec, data)
+        return quietly(self._fit, spec, data)
 
     def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prepared = _prepare(spec, data.get("pain_scores"), data.get("participants"))
