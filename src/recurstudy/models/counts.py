@@ -77,6 +77,11 @@ class _Prepared:
     def n_events(self) -> int:
         return int(self.y.sum())
 
+    @property
+    def counts_kw(self) -> dict[str, int]:
+        """The sample counts every result row carries."""
+        return dict(n_participants=self.n, n_events=self.n_events)
+
     def dropped_message(self) -> str:
         parts = []
         if self.n_zero_exposure:
@@ -208,6 +213,26 @@ def _finite(*arrays) -> bool:
     return all(np.all(np.isfinite(np.asarray(a))) for a in arrays)
 
 
+class _CountModel(Model):
+    """What the count models share: the ``counts`` dataset, prepared by :func:`_prepare` (data
+    problems become failed results), and :func:`quietly` around the fit."""
+
+    datasets = ("counts",)
+
+    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        return quietly(self._fit, spec, data)
+
+    def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
+        prep = _prepare(spec, data.get("counts"))
+        if isinstance(prep, ModelResult):
+            return prep
+        return self._fit_prepared(spec, prep, prep.dropped_message())
+
+    def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
+        """Fit on the analysed rows; ``note`` says what was dropped ("" if nothing)."""
+        raise NotImplementedError
+
+
 # ---------------------------------------------------------------------------------------------
 # Poisson
 # ---------------------------------------------------------------------------------------------
@@ -245,31 +270,18 @@ def cameron_trivedi(y: np.ndarray, mu: np.ndarray) -> pd.DataFrame:
 
 
 @register
-class PoissonModel(Model):
+class PoissonModel(_CountModel):
     """Poisson GLM of episodes with log-exposure offset; tidy errors: sandwich HC0."""
 
     kind = "poisson"
-    datasets = ("counts",)
 
-    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        return quietly(self._fit, spec, data)
-
-    def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        prep = _prepare(spec, data.get("counts"))
-        if isinstance(prep, ModelResult):
-            return prep
-        note = prep.dropped_message()
+    def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 res = _poisson_glm(prep)
             except Exception as exc:  # numerical failure is a result
-                return failed(
-                    spec,
-                    _join(f"Poisson fit failed: {exc}", note),
-                    n_participants=prep.n,
-                    n_events=prep.n_events,
-                )
+                return failed(spec, _join(f"Poisson fit failed: {exc}", note), **prep.counts_kw)
         problems = _warning_messages(caught)
         beta = np.asarray(res.params)
         converged = bool(getattr(res, "converged", True)) and not problems and _finite(beta)
@@ -283,13 +295,7 @@ class PoissonModel(Model):
         hc1 = hc0 * n / (n - p)
         llf = float(res.llf)  # includes -log(y!), as R's logLik
         message = _join(note, *problems, "" if converged else "Poisson IRLS did not converge")
-        common = dict(
-            n_participants=prep.n,
-            n_events=prep.n_events,
-            log_likelihood=llf,
-            converged=converged,
-            message=message,
-        )
+        common = dict(log_likelihood=llf, converged=converged, message=message, **prep.counts_kw)
         table = tidy(spec, prep.names, beta, np.sqrt(np.diag(hc0)), robust=True, **common)
         pearson = float(np.sum((prep.y - mu) ** 2 / mu))
         df_resid = n - p
@@ -424,21 +430,13 @@ def _fit_negbin(prep: _Prepared, pois) -> tuple[object | None, list[str]]:
 
 
 @register
-class NegativeBinomialModel(Model):
+class NegativeBinomialModel(_CountModel):
     """NB2 regression (MASS::glm.nb conventions) with log-exposure offset."""
 
     kind = "negbin"
-    datasets = ("counts",)
 
-    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        return quietly(self._fit, spec, data)
-
-    def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        prep = _prepare(spec, data.get("counts"))
-        if isinstance(prep, ModelResult):
-            return prep
-        note = prep.dropped_message()
-        counts_kw = dict(n_participants=prep.n, n_events=prep.n_events)
+    def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
+        counts_kw = prep.counts_kw
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -589,21 +587,13 @@ def _inflation_design(spec: ModelSpec, df: pd.DataFrame) -> tuple[np.ndarray, li
 
 
 @register
-class ZeroInflatedNegBinModel(Model):
+class ZeroInflatedNegBinModel(_CountModel):
     """ZINB (pscl::zeroinfl conventions): NB2 counts with offset, logit zero inflation."""
 
     kind = "zinb"
-    datasets = ("counts",)
 
-    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        return quietly(self._fit, spec, data)
-
-    def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
-        prep = _prepare(spec, data.get("counts"))
-        if isinstance(prep, ModelResult):
-            return prep
-        note = prep.dropped_message()
-        counts_kw = dict(n_participants=prep.n, n_events=prep.n_events)
+    def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
+        counts_kw = prep.counts_kw
         try:
             Z, znames = _inflation_design(spec, prep.df)
         except Exception as exc:
