@@ -635,20 +635,12 @@ def format_frame(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def crude_vs_adjusted(estimates: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
     """Intervention ratio of each model and its ``_adjusted`` variant side by side."""
-    rows_ = intervention_rows(estimates, config).set_index("model")
-    out = []
-    for name in rows_.index:
-        adj = f"{name}_adjusted"
-        if name.endswith("_adjusted") or adj not in rows_.index:
-            continue
-        a, b = rows_.loc[name], rows_.loc[adj]
-        out.append(
-            {
-                "model": name,
-                "crude (95% CI)": _ratio_ci(a),
-                "adjusted (95% CI)": _ratio_ci(b),
-            }
-        )
+    from recurstudy.sensitivity import adjusted_pairs
+
+    out = [
+        {"model": name, "crude (95% CI)": _ratio_ci(a), "adjusted (95% CI)": _ratio_ci(b)}
+        for name, a, b in adjusted_pairs(intervention_rows(estimates, config))
+    ]
     return pd.DataFrame(out)
 
 

@@ -12,6 +12,7 @@ observational cohorts, inverse-probability-of-treatment weighting and the E-valu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,15 +61,21 @@ def forest(estimates: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
     return rows[cols].reset_index(drop=True)
 
 
-def crude_vs_adjusted(forest_rows: pd.DataFrame) -> pd.DataFrame:
-    """Each model beside its adjusted variant, with the relative change of the ratio."""
-    f = forest_rows.set_index("model")
-    out = []
+def adjusted_pairs(rows: pd.DataFrame) -> Iterator[tuple[str, pd.Series, pd.Series]]:
+    """``(model, its row, the row of <model>_adjusted)`` for each model of `rows` (one row per
+    model, a ``model`` column) that has an adjusted variant, in the order of `rows`."""
+    f = rows.set_index("model")
     for name in f.index:
         adj = f"{name}_adjusted"
         if name.endswith("_adjusted") or adj not in f.index:
             continue
-        c, a = f.loc[name], f.loc[adj]
+        yield name, f.loc[name], f.loc[adj]
+
+
+def crude_vs_adjusted(forest_rows: pd.DataFrame) -> pd.DataFrame:
+    """Each model beside its adjusted variant, with the relative change of the ratio."""
+    out = []
+    for name, c, a in adjusted_pairs(forest_rows):
         out.append(
             {
                 "model": name,
