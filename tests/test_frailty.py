@@ -18,14 +18,13 @@ asked for.  The iteration counts must match exactly.
 
 from __future__ import annotations
 
-import json
 import time
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FIXTURES, num, r_reference, read_cohort
 
 from recurstudy.derive import counting_process
 from recurstudy.models import ModelSpec, fit_spec
@@ -40,31 +39,18 @@ from recurstudy.models.frailty import (
 )
 from recurstudy.simulate import SimulationParams, simulate_cohort
 
-FIX = Path(__file__).resolve().parent / "fixtures" / "frailty"
+FIX = FIXTURES / "frailty"
 RTOL = 1e-8
 ARM = "arm[T.intervention]"
 ADJ = "arm + age + prior_episodes + baseline_pain"
 
 
-@cache
 def reference() -> dict:
-    with open(FIX / "frailty_reference.json") as fh:
-        return json.load(fh)
-
-
-@cache
-def _read(stem: str) -> pd.DataFrame:
-    df = pd.read_csv(FIX / f"{stem}_counting_process.csv")
-    df["arm"] = pd.Categorical(df["arm"], categories=["control", "intervention"])
-    return df
+    return r_reference(FIX / "frailty_reference.json")
 
 
 def read(stem: str) -> pd.DataFrame:
-    return _read(stem).copy()
-
-
-def num(values) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in np.atleast_1d(values)], dtype=float)
+    return read_cohort(FIX / f"{stem}_counting_process.csv")
 
 
 def assert_rel(actual, expected, what: str, rtol: float = RTOL, scale: bool = False) -> None:

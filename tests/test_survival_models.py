@@ -12,44 +12,29 @@ around 1e-12, i.e. rounding); counts and time points must match exactly.
 
 from __future__ import annotations
 
-import json
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FIXTURES, num, r_reference, read_cohort
 
 from recurstudy.models import ModelSpec, fit_spec
 from recurstudy.models.coxzph import cox_zph, zph_time_transform
 from recurstudy.models.survival import km_quantile, ph_test
 
-FIX = Path(__file__).resolve().parent / "fixtures" / "survival"
+FIX = FIXTURES / "survival"
 RTOL = 1e-8
 ADJ = "arm + age + prior_episodes + baseline_pain"
 ARM = "arm[T.intervention]"
 
 
-@cache
 def reference() -> dict:
-    with open(FIX / "survival_reference.json") as fh:
-        return json.load(fh)
-
-
-@cache
-def _read(stem: str) -> pd.DataFrame:
-    df = pd.read_csv(FIX / f"{stem}.csv")
-    df["arm"] = pd.Categorical(df["arm"], categories=["control", "intervention"])
-    return df
+    return r_reference(FIX / "survival_reference.json")
 
 
 def read(stem: str) -> pd.DataFrame:
-    return _read(stem).copy()
-
-
-def num(values) -> np.ndarray:
-    """R's JSON (null for NA) as floats."""
-    return np.array([np.nan if v is None else v for v in np.atleast_1d(values)], dtype=float)
+    return read_cohort(FIX / f"{stem}.csv")
 
 
 def assert_rel(actual, expected, what: str, rtol: float = RTOL) -> None:
