@@ -80,6 +80,7 @@ def test_kaplan_meier_table_matches_survfit(cohort):
         with np.errstate(invalid="ignore", divide="ignore"):
             log_se = np.where(got["surv"] > 0, got["std_err"] / got["surv"], np.nan)
         assert_rel(log_se, ref["std_err_log"], f"{cohort} {arm} std_err of -log S")
+        assert_rel(got["std_err_log"], ref["std_err_log"], f"{cohort} {arm} std_err_log")
         assert_rel(got["conf_low"], ref["lower"], f"{cohort} {arm} lower (log)")
         assert_rel(got["conf_high"], ref["upper"], f"{cohort} {arm} upper (log)")
 

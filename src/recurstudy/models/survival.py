@@ -221,8 +221,8 @@ def km_quantile(time, surv, p: float = 0.5, tol: float = float(np.finfo(float).e
 def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.DataFrame:
     """Kaplan-Meier with Greenwood variance and R survfit's default 'log' confidence interval.
 
-    ``std_err`` is the standard error of S (``summary.survfit``'s std.err); R's ``survfit``
-    object stores the standard error of -log S instead, i.e. ``std_err / surv``.
+    ``std_err`` is the standard error of S (``summary.survfit``'s std.err); ``std_err_log`` is
+    that of -log S, which R's ``survfit`` object stores as ``std.err``.
     """
     from lifelines import KaplanMeierFitter
 
@@ -245,6 +245,7 @@ def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.Data
             "n_censor": et["censored"].to_numpy(),
             "surv": surv,
             "std_err": surv * se_log,
+            "std_err_log": np.where(surv > 0, se_log, np.nan),  # survfit()$std.err
             # R: no interval where S = 0 (NA), the upper limit capped at 1
             "conf_low": np.where(surv > 0, surv * np.exp(-z * se_log), np.nan),
             "conf_high": np.where(surv > 0, np.minimum(surv * np.exp(z * se_log), 1.0), np.nan),
@@ -323,7 +324,7 @@ class KaplanMeier(Model):
         )
         table["statistic"] = float(lr.test_statistic)
         table["p_value"] = float(lr.p_value)
-        order = ["arm", "time", "n_risk", "n_event", "n_censor", "surv", "std_err"]
+        order = ["arm", "time", "n_risk", "n_event", "n_censor", "surv", "std_err", "std_err_log"]
         extras = {
             "survival": pd.concat(surv, ignore_index=True)[[*order, "conf_low", "conf_high"]],
             "logrank": pd.DataFrame(
