@@ -21,7 +21,7 @@ from conftest import FIXTURES, num, r_reference, read_cohort
 
 from recurstudy.models import ModelSpec, fit_spec
 from recurstudy.models.coxzph import cox_zph, zph_time_transform
-from recurstudy.models.survival import km_quantile, ph_test
+from recurstudy.models.survival import km_quantile, mean_cumulative_function, ph_test
 
 FIX = FIXTURES / "survival"
 RTOL = 1e-8
@@ -132,6 +132,23 @@ def test_mean_cumulative_function_matches_nelson_aalen(cohort):
         np.testing.assert_array_equal(got["n_risk"].to_numpy(float), num(ref["n_risk"]))
         np.testing.assert_array_equal(got["n_event"].to_numpy(float), num(ref["n_event"]))
         assert_rel(got["mcf"], ref["cumhaz"], f"{cohort} {ref['arm']} MCF")
+        # robust: std.chaz of survfit(..., id = participant_id, robust = TRUE) (clustered IJ)
+        assert_rel(got["std_err"], ref["std_chaz_robust"], f"{cohort} {ref['arm']} robust SE")
+        # naive: std.chaz without an id, sqrt(sum d / Y^2)
+        assert_rel(got["std_err_naive"], ref["std_chaz_naive"], f"{cohort} {ref['arm']} naive SE")
+        # plain interval of plot.survfit(cumhaz = TRUE), lower limit floored at 0
+        assert_rel(got["conf_low"], ref["lower"], f"{cohort} {ref['arm']} MCF lower")
+        assert_rel(got["conf_high"], ref["upper"], f"{cohort} {ref['arm']} MCF upper")
+
+
+@pytest.mark.parametrize("cohort", ["demo", "sim_excl"])
+def test_mcf_variance_does_not_depend_on_the_chunking(cohort):
+    cp = read(cohort + "_counting_process")
+    cp = cp[cp["arm"] == "control"]
+    whole = mean_cumulative_function(cp)
+    for chunk in (1, 7, 10_000):
+        parts = mean_cumulative_function(cp.sample(frac=1.0, random_state=chunk), chunk_size=chunk)
+        pd.testing.assert_frame_equal(parts, whole, check_exact=False, rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------

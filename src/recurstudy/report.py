@@ -811,19 +811,28 @@ def plt_setp(objs, **kw) -> None:
 
 
 def mcf_figure(mcf: pd.DataFrame, config: Mapping[str, Any]):
-    """Mean cumulative number of episodes per participant by arm (Nelson-Aalen type)."""
+    """Mean cumulative number of episodes per participant by arm (Nelson-Aalen type), with the
+    95% band (``conf_low``/``conf_high``: plain interval from the participant-clustered robust
+    standard error) as a light step fill per arm when the table has it."""
     fig = _figure(8, 4.5)
     ax = fig.add_subplot(1, 1, 1)
+    band = {"conf_low", "conf_high"} <= set(mcf.columns)
     for i, arm in enumerate(arm_labels(config)):
         s = mcf[mcf["arm"] == arm].sort_values("time")
         if s.empty:
             continue
+        col = ARM_COLOURS[i % len(ARM_COLOURS)]
         t = np.concatenate([[0.0], s["time"].to_numpy(float)])
         y = np.concatenate([[0.0], s["mcf"].to_numpy(float)])
-        ax.step(t, y, where="post", color=ARM_COLOURS[i], label=arm, linewidth=1.8)
+        if band:
+            lo = np.concatenate([[0.0], s["conf_low"].to_numpy(float)])
+            hi = np.concatenate([[0.0], s["conf_high"].to_numpy(float)])
+            ax.fill_between(t, lo, hi, step="post", color=col, alpha=0.2, linewidth=0)
+        ax.step(t, y, where="post", color=col, label=arm, linewidth=1.8)
     ax.set_xlabel("Days since enrolment")
     ax.set_ylabel("Mean cumulative episodes")
-    ax.set_title("Mean cumulative function of recurrent episodes")
+    title = "Mean cumulative function of recurrent episodes"
+    ax.set_title(title + (" (95% CI, robust)" if band else ""))
     ax.legend(loc="upper left", frameon=False)
     ax.grid(alpha=0.3)
     return fig

@@ -254,23 +254,152 @@ def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.Data
     return table[keep & (t > 0)].reset_index(drop=True)
 
 
-def mean_cumulative_function(cp: pd.DataFrame) -> pd.DataFrame:
-    """Nelson-Aalen estimate of the mean cumulative number of episodes, from (start, stop] rows.
+MCF_COLUMNS = (
+    "time",
+    "n_risk",
+    "n_event",
+    "mcf",
+    "std_err",
+    "std_err_naive",
+    "conf_low",
+    "conf_high",
+)
+# Participants per chunk of the clustered MCF variance: a chunk holds one float64 array of
+# (participants x distinct event times) cells, at most this many (8 MB; small enough to stay in
+# cache, which is faster than larger chunks).
+MCF_CHUNK_CELLS = 2**20
 
-    At each event time t the risk set holds the rows with start < t <= stop, as in R.
+
+def mean_cumulative_function(
+    cp: pd.DataFrame, *, conf_level: float = 0.95, chunk_size: int | None = None
+) -> pd.DataFrame:
+    """Nelson-Aalen estimate of the mean cumulative number of episodes, from (start, stop] rows,
+    with its participant-clustered standard error and confidence interval.
+
+    At each event time t the risk set holds the rows with start < t <= stop, as in R. Columns:
+
+    - ``time``, ``n_risk`` (rows at risk), ``n_event``, ``mcf`` (sum of n_event / n_risk): R's
+      ``survfit(Surv(start, stop, event) ~ 1)`` ``time``, ``n.risk``, ``n.event``, ``cumhaz``.
+    - ``std_err``: the robust (infinitesimal-jackknife, Lawless-Nadeau) standard error, clustered
+      on ``participant_id`` so that it allows for the dependence of one participant's episodes:
+      R's ``std.chaz`` of ``survfit(..., id = participant_id, robust = TRUE)`` (robust is R's
+      default with an id once some participant has two or more events).  It is
+      sqrt(sum_i U_i(t)^2) with U_i(t) = sum over event times s <= t of
+      (dN_i(s) - Y_i(s) dA(s)) / Y(s), where dN_i(s) are participant i's events at s, Y_i(s) their
+      rows at risk, Y(s) all rows at risk and dA(s) = d(s) / Y(s) the MCF's increment.
+    - ``std_err_naive``: sqrt(sum d / Y^2), the Poisson-type Nelson-Aalen standard error that
+      treats every episode as independent (R's ``std.chaz`` without an id); for reference only.
+    - ``conf_low``, ``conf_high``: the `conf_level` interval on the plain scale from the robust
+      standard error, ``mcf -/+ z * std_err`` with the lower limit floored at 0, the interval R's
+      ``plot.survfit(fit, cumhaz = TRUE)`` draws (``survfit_confint``, ``conf.type = "plain"``).
+
+    The variance is computed in chunks of `chunk_size` participants (default: as many as keep a
+    chunk's participants x event-times array within :data:`MCF_CHUNK_CELLS` cells, at most 20k).
     """
     ev = cp[cp["event"] == 1]
     times = np.unique(ev["stop"].to_numpy(dtype=float))
-    start = np.sort(cp["start"].to_numpy(dtype=float))
-    stop = np.sort(cp["stop"].to_numpy(dtype=float))
+    start_all = cp["start"].to_numpy(dtype=float)
+    stop_all = cp["stop"].to_numpy(dtype=float)
+    start, stop = np.sort(start_all), np.sort(stop_all)
     # rows at risk at t: stop >= t minus start >= t
     at_risk = (len(stop) - np.searchsorted(stop, times, side="left")) - (
         len(start) - np.searchsorted(start, times, side="left")
     )
     d = np.bincount(np.searchsorted(times, ev["stop"].to_numpy(dtype=float)), minlength=times.size)
-    return pd.DataFrame(
-        {"time": times, "n_risk": at_risk, "n_event": d, "mcf": np.cumsum(d / at_risk)}
+    haz = d / at_risk
+    mcf = np.cumsum(haz)
+    var = _mcf_clustered_variance(
+        cp[ID].to_numpy(),
+        start_all,
+        stop_all,
+        cp["event"].to_numpy() == 1,
+        times,
+        at_risk,
+        haz,
+        chunk_size,
     )
+    se = np.sqrt(var)
+    z = stats.norm.ppf(0.5 + conf_level / 2.0)
+    return pd.DataFrame(
+        {
+            "time": times,
+            "n_risk": at_risk,
+            "n_event": d,
+            "mcf": mcf,
+            "std_err": se,
+            "std_err_naive": np.sqrt(np.cumsum(haz / at_risk)),
+            "conf_low": np.maximum(mcf - z * se, 0.0),
+            "conf_high": mcf + z * se,
+        }
+    )
+
+
+def _mcf_clustered_variance(
+    ids: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+    event: np.ndarray,
+    times: np.ndarray,
+    n_risk: np.ndarray,
+    haz: np.ndarray,
+    chunk_size: int | None = None,
+) -> np.ndarray:
+    """sum_i U_i(t)^2 at each event time (see :func:`mean_cumulative_function`), as R's
+    survfitkm computes it (no small-sample factor).
+
+    Participants are taken in order of their last event time at risk, `chunk_size` at a time.
+    Per chunk one (participants x event times up to the chunk's last + 1) array: the difference
+    array of the rows at risk (+1 at a row's first event time after start, -1 after its stop),
+    summed along time into Y_i(t), times -dA(t) / Y(t), plus 1 / Y(t) at each of the
+    participant's events, summed along time again into U_i(t). Past a participant's last row U_i
+    stays put, so the chunk's last column (its final U_i) covers the later event times.
+    """
+    k = times.size
+    var = np.zeros(k)
+    if k == 0:
+        return var
+    # rows at risk over event-time indices [lo, hi): times[lo] > start, times[hi - 1] <= stop
+    lo = np.searchsorted(times, start, side="right")
+    hi = np.searchsorted(times, stop, side="right")
+    used = hi > lo  # a row at risk at no event time does not move U
+    codes, uniq = pd.factorize(ids[used], sort=False)
+    lo, hi, event = lo[used], hi[used], event[used]
+    n_part = uniq.size
+    last = np.zeros(n_part, dtype=hi.dtype)
+    np.maximum.at(last, codes, hi)
+    by_last = np.argsort(last, kind="stable")
+    rank = np.empty(n_part, dtype=np.intp)
+    rank[by_last] = np.arange(n_part)
+    codes = rank[codes]
+    last = last[by_last]
+    order = np.argsort(codes, kind="stable")
+    codes, lo, hi, event = codes[order], lo[order], hi[order], event[order]
+    if chunk_size is None:
+        chunk_size = min(20_000, max(1, MCF_CHUNK_CELLS // (k + 1)))
+    w_event = np.append(1.0 / n_risk, 0.0)  # an event at t moves its participant's U by 1/Y(t)
+    minus_h = np.append(-haz / n_risk, 0.0)  # every row at risk at t moves it by -dA(t)/Y(t)
+    firsts = np.arange(0, n_part, chunk_size)
+    bounds = np.searchsorted(codes, np.append(firsts, n_part))
+    for p0, r0, r1 in zip(firsts, bounds[:-1], bounds[1:], strict=True):
+        n = min(chunk_size, n_part - int(p0))
+        end = int(last[p0 + n - 1])  # columns 0..end-1: event times; column end: after them
+        width = end + 1
+        base = (codes[r0:r1] - p0) * width
+        cells = np.bincount(
+            np.concatenate([base + lo[r0:r1], base + hi[r0:r1]]),
+            weights=np.repeat([1.0, -1.0], r1 - r0),
+            minlength=n * width,
+        ).reshape(n, width)
+        np.cumsum(cells, axis=1, out=cells)  # Y_i(t)
+        cells *= minus_h[:width]
+        e = event[r0:r1]
+        at = hi[r0:r1][e] - 1  # the row's stop is this event time
+        np.add.at(cells.reshape(-1), base[e] + at, w_event[at])
+        np.cumsum(cells, axis=1, out=cells)  # U_i(t)
+        ss = np.einsum("ij,ij->j", cells, cells)
+        var[:end] += ss[:end]
+        var[end:] += ss[end]
+    return var
 
 
 @register
@@ -308,7 +437,7 @@ class KaplanMeier(Model):
                 }
             )
             c = counting_process[counting_process["arm"].astype(str) == label]
-            mcf.append(mean_cumulative_function(c).assign(arm=label))
+            mcf.append(mean_cumulative_function(c, conf_level=spec.conf_level).assign(arm=label))
         a = fe["arm"].astype(str) == interv
         lr = logrank_test(
             fe.loc[~a, "time"], fe.loc[a, "time"], fe.loc[~a, "event"], fe.loc[a, "event"]
@@ -331,6 +460,6 @@ class KaplanMeier(Model):
                 {"statistic": [lr.test_statistic], "df": [1], "p_value": [lr.p_value]}
             ),
             "medians": pd.DataFrame(med),
-            "mcf": pd.concat(mcf, ignore_index=True)[["arm", "time", "n_risk", "n_event", "mcf"]],
+            "mcf": pd.concat(mcf, ignore_index=True)[["arm", *MCF_COLUMNS]],
         }
         return ModelResult(table, extras)
