@@ -97,7 +97,7 @@ def _fit_cox(
         ),
     }
     if fit.converged:
-        extras["ph_test"] = ph_test(spec, df, stop=stop, start=start, strata=strata)
+        extras["ph_test"] = ph_test(spec, df, stop=stop, start=start, strata=strata, coef=fit.coef)
     return ModelResult(table, extras, converged=fit.converged, message=message)
 
 
@@ -156,6 +156,7 @@ def ph_test(
     stop: str = "time",
     start: str | None = None,
     strata: str | None = None,
+    coef: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Proportional-hazards test as R survival 3.x ``cox.zph(fit)`` (transform "km", terms).
 
@@ -163,7 +164,8 @@ def ph_test(
     the spec's formula; one row per formula term (a factor with several columns gets one test with
     as many df, named by the term; a one-column term keeps its column name, as in the tidy
     table) and a final GLOBAL row.  ``start`` / ``strata`` give the (start, stop] and stratified
-    variants (R's cox.zph on Andersen-Gill and PWP fits).
+    variants (R's cox.zph on Andersen-Gill and PWP fits). ``coef``: the coefficients of that
+    fit when the caller already has them (the fit is not repeated).
     """
     from formulaic import model_matrix
 
@@ -176,7 +178,8 @@ def ph_test(
     ev = rows["event"].to_numpy()
     st = None if start is None else rows[start].to_numpy(dtype=float)
     sv = None if strata is None else rows[strata].to_numpy()
-    fit = coxph_fit(X.to_numpy(), t, ev, start=st, strata=sv, ties=ties, names=names)
+    if coef is None:
+        coef = coxph_fit(X.to_numpy(), t, ev, start=st, strata=sv, ties=ties, names=names).coef
     # Group the columns by formula term, as R's cox.zph(terms = TRUE).
     mm = model_matrix(spec.formula.split("~", 1)[-1].strip() or "1", rows, na_action="drop")
     terms = {}
@@ -185,7 +188,7 @@ def ph_test(
         if cols:
             terms[names[cols[0]] if len(cols) == 1 else str(term)] = cols
     return cox_zph(
-        X.to_numpy(), t, ev, fit.coef, start=st, strata=sv, ties=ties, names=names, terms=terms
+        X.to_numpy(), t, ev, coef, start=st, strata=sv, ties=ties, names=names, terms=terms
     )
 
 
