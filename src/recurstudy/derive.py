@@ -121,15 +121,22 @@ def counts(
 
 
 def derive_all(
-    participants: pd.DataFrame, episodes: pd.DataFrame, config: dict
+    participants: pd.DataFrame,
+    episodes: pd.DataFrame,
+    config: dict,
+    names: tuple[str, ...] = ("first_episode", "counting_process", "counts"),
 ) -> dict[str, pd.DataFrame]:
-    """All three analysis datasets."""
-    cp = counting_process(participants, episodes, config)
-    return {
-        "first_episode": first_episode(participants, episodes, config),
-        "counting_process": cp,
-        "counts": counts(participants, episodes, config, cp=cp),
-    }
+    """The analysis datasets in `names` (all three by default), the counting process once."""
+    out: dict[str, pd.DataFrame] = {}
+    if "first_episode" in names:
+        out["first_episode"] = first_episode(participants, episodes, config)
+    if "counting_process" in names or "counts" in names:
+        cp = counting_process(participants, episodes, config)
+        if "counting_process" in names:
+            out["counting_process"] = cp
+        if "counts" in names:
+            out["counts"] = counts(participants, episodes, config, cp=cp)
+    return out
 
 
 DATASETS = {

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from recurstudy.derive import derive_all
-from recurstudy.models import fit_spec, model_specs
+from recurstudy.models import fit_spec, get_model, model_specs
 from recurstudy.simulate import SimulationParams, simulate_cohort
 
 POWER_METRICS = ("rate_reduction", "hazard_reduction")
@@ -114,10 +114,13 @@ def simulate_replicates(
         return pd.DataFrame(
             rows, columns=["replicate", "seed", "estimate", "std_error", "p_value", "converged"]
         )
+    needed = get_model(spec.kind).datasets  # derive only what the model reads
     for r in replicates:
         tables = simulate_cohort(_params(design, rr, seed + r))
-        data: dict[str, Any] = dict(derive_all(tables["participants"], tables["episodes"], config))
-        data["participants"] = tables["participants"]
+        data: dict[str, Any] = dict(
+            derive_all(tables["participants"], tables["episodes"], config, needed)
+        )
+        data.update({t: tables[t] for t in needed if t in tables})
         res = fit_spec(spec, data)
         row = res.table[res.table["term"] == spec.intervention_term]
         est = row.iloc[0] if len(row) else None
