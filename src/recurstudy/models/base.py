@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recurstudy.contract import DEFAULT_ARMS, INTERVENTION_TERM
+
 TIDY_COLUMNS = [
     "model",
     "term",
@@ -37,8 +39,6 @@ TIDY_COLUMNS = [
     "message",
 ]
 
-INTERVENTION_TERM = "arm[T.{label}]"
-
 
 @dataclass
 class ModelSpec:
@@ -48,9 +48,7 @@ class ModelSpec:
     kind: str
     formula: str = "arm"
     options: dict[str, Any] = field(default_factory=dict)
-    arms: dict[str, str] = field(
-        default_factory=lambda: {"control": "control", "intervention": "intervention"}
-    )
+    arms: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ARMS))
     conf_level: float = 0.95
 
     @property
@@ -69,6 +67,37 @@ class ModelResult:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class ExtraTable:
+    """One extra table a model writes (``results/models/<name>/<file>.csv``) and how the report
+    shows it: its caption, and the report section it belongs to (``diagnostics``: the model
+    diagnostics section; ``appendix``: the statistical appendix; ``hidden``: written, not shown)."""
+
+    file: str
+    caption: str
+    section: str = "diagnostics"
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A model kind without options: any key under ``options:`` is an error."""
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a model says about itself, so that the report, the methods and the claims need no
+    table of kinds: its plain title, effect measure (``None`` when the intervention term is not a
+    ratio on the exp scale, e.g. a mean difference or a descriptive model), a one-line estimand,
+    its extra tables with captions, and the claim metrics it can serve."""
+
+    kind: str
+    title: str
+    effect_measure: str | None
+    estimand: str
+    extras: tuple[ExtraTable, ...] = ()
+    claim_metrics: tuple[str, ...] = ()
+
+
 class Model:
     """Base class of all models. Subclasses set `kind`, `datasets` and implement `fit`.
 
@@ -76,11 +105,34 @@ class Model:
     datasets (``first_episode``, ``counting_process``, ``counts``) or the validated tables
     (``participants``, ``pain_scores``). `adjustable` says whether an ``<name>_adjusted`` variant
     with the configured ``adjust_for`` covariates is made by default.
+
+    A model describes itself: `title`, `effect_measure`, `estimand`, `extras` and
+    `claim_metrics` (see :class:`ModelDescription`; override :meth:`describe` when they depend on
+    the options), and declares its options as a frozen dataclass `Options` (field types and
+    defaults; a ``choices`` or ``min``/``max`` entry in a field's metadata restricts the values).
+    The config is checked against `Options` before any work starts.
     """
 
     kind: ClassVar[str]
     datasets: ClassVar[tuple[str, ...]]
     adjustable: ClassVar[bool] = True
+    Options: ClassVar[type] = NoOptions
+    title: ClassVar[str] = ""
+    effect_measure: ClassVar[str | None] = None
+    estimand: ClassVar[str] = ""
+    extras: ClassVar[tuple[ExtraTable, ...]] = ()
+    claim_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def describe(self, spec: ModelSpec | None = None) -> ModelDescription:
+        """This model's description (for `spec`'s options when given)."""
+        return ModelDescription(
+            kind=self.kind,
+            title=self.title or self.kind,
+            effect_measure=self.effect_measure,
+            estimand=self.estimand,
+            extras=tuple(self.extras),
+            claim_metrics=tuple(self.claim_metrics),
+        )
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:  # pragma: no cover
         raise NotImplementedError
