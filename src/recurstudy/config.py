@@ -86,6 +86,25 @@ def _check_models_and_claims(config: dict[str, Any]) -> None:
             )
 
 
+def study_text(config: dict[str, Any]) -> dict[str, str]:
+    """How the report speaks of the study: ``title``, ``event`` and ``events`` (its plural)."""
+    study = config.get("study") or {}
+    event = str(study.get("event") or "episode")
+    return {
+        "title": str(study.get("title") or "Outcome study report"),
+        "event": event,
+        "events": str(study.get("event_plural") or f"{event}s"),
+    }
+
+
+def covariate_label(config: dict[str, Any], name: str) -> str:
+    """A covariate's display label with its unit, e.g. ``Age (years)``; the name when unset."""
+    entry = ((config.get("study") or {}).get("labels") or {}).get(name) or {}
+    label = str(entry.get("label") or name)
+    unit = entry.get("unit")
+    return f"{label} ({unit})" if unit else label
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file, validate it and fill in defaults."""
     path = Path(path)

@@ -38,3 +38,18 @@ def arm_labels(config: Mapping[str, Any]) -> tuple[str, str]:
 def intervention_term(config: Mapping[str, Any]) -> str:
     """The tidy term of the intervention effect, e.g. ``arm[T.intervention]``."""
     return INTERVENTION_TERM.format(label=arm_labels(config)[1])
+
+
+def natural_key(text: object) -> tuple:
+    """Sort key that orders embedded numbers by value: ``inst2`` before ``inst10``."""
+    import re
+
+    parts = re.split(r"(\d+)", str(text))
+    return tuple((0, int(p), p) if p.isdigit() else (1, p.casefold(), p) for p in parts if p)
+
+
+def natural_sorted(values) -> list:
+    """`values` (distinct, missing values dropped) in natural order."""
+    import pandas as pd
+
+    return sorted({v for v in values if not pd.isna(v)}, key=natural_key)
