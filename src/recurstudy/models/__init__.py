@@ -7,6 +7,7 @@ config. See docs/extending.md.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import pkgutil
@@ -22,7 +23,9 @@ from recurstudy.models.base import (
     Model,
     ModelResult,
     ModelSpec,
+    OptionError,
     failed,
+    parse_options,
 )
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "TIDY_COLUMNS",
     "ModelResult",
     "ModelSpec",
+    "OptionError",
     "fit_spec",
     "get_model",
     "model_specs",
@@ -90,7 +94,8 @@ def model_specs(config: dict[str, Any]) -> list[ModelSpec]:
     for entry in entries:
         model = get_model(entry["kind"])
         formula = entry.get("formula", "arm")
-        options = dict(entry.get("options", {}))
+        parsed = parse_options(model.Options, entry.get("options"), entry["name"])
+        options = dataclasses.asdict(parsed)
         specs.append(ModelSpec(entry["name"], entry["kind"], formula, options, dict(arms)))
         if model.adjustable and entry.get("adjusted", True) and adjust:
             present = {t.strip().strip("`") for t in formula.split("~")[-1].split("+")}

@@ -83,6 +83,125 @@ class NoOptions:
     """A model kind without options: any key under ``options:`` is an error."""
 
 
+class OptionError(ValueError):
+    """A model's ``options:`` entry that its kind does not declare, or a value it does not allow."""
+
+
+def option(
+    default: Any = None,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    doc: str = "",
+) -> Any:
+    """A field of a model's `Options` dataclass with a range and a one-line description."""
+    meta = {
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_minimum": exclusive_minimum,
+        "doc": doc,
+    }
+    return field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return f"list of {_type_name(inner)}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _conforms(value: Any, tp: Any) -> bool:
+    """Whether a YAML value has the declared type (bool is not a number; an int is a float)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_conforms(v, inner) for v in value)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return tp is Any
+
+
+def allowed_options(options_cls: type) -> str:
+    """The options a kind declares, as ``name (type, default ...)`` for error messages."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(options_cls)
+    parts = []
+    for f in dataclasses.fields(options_cls):
+        text = f"{f.name} ({_type_name(hints[f.name])}, default {f.default!r}"
+        lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
+        if lo is not None:
+            text += f", {'>' if f.metadata.get('exclusive_minimum') else '>='} {lo:g}"
+        if hi is not None:
+            text += f", <= {hi:g}"
+        parts.append(text + ")")
+    return ", ".join(parts) or "none"
+
+
+def parse_options(options_cls: type, values: dict[str, Any] | None, model: str) -> Any:
+    """Check a model's ``options:`` against its kind's `Options` dataclass; return the instance
+    (defaults filled in). Raises :class:`OptionError` naming the model, the key and what is
+    allowed."""
+    import dataclasses
+    import typing
+
+    values = dict(values or {})
+    hints = typing.get_type_hints(options_cls)
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    allowed = allowed_options(options_cls)
+    for key, value in values.items():
+        if key not in fields:
+            raise OptionError(
+                f"model '{model}': unknown option '{key}'; allowed options: {allowed}"
+            )
+        tp, meta = hints[key], fields[key].metadata
+        if not _conforms(value, tp):
+            raise OptionError(
+                f"model '{model}': option '{key}' must be {_type_name(tp)}, not {value!r}"
+            )
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            lo, hi = meta.get("minimum"), meta.get("maximum")
+            strict = meta.get("exclusive_minimum", False)
+            if lo is not None and (value <= lo if strict else value < lo):
+                rel = ">" if strict else ">="
+                raise OptionError(
+                    f"model '{model}': option '{key}' must be {rel} {lo:g}, not {value!r}"
+                )
+            if hi is not None and value > hi:
+                raise OptionError(
+                    f"model '{model}': option '{key}' must be <= {hi:g}, not {value!r}"
+                )
+    return options_cls(**values)
+
+
 @dataclass(frozen=True)
 class ModelDescription:
     """What a model says about itself, so that the report, the methods and the claims need no
@@ -96,6 +215,9 @@ class ModelDescription:
     estimand: str
     extras: tuple[ExtraTable, ...] = ()
     claim_metrics: tuple[str, ...] = ()
+    ratio: bool = True  # exp(estimate) of the intervention term is the effect (a ratio)
+    reference: str = ""  # the method's reference, e.g. "Andersen and Gill (1982)"
+    r_call: str = ""  # the equivalent R call
 
 
 class Model:
@@ -122,6 +244,9 @@ class Model:
     estimand: ClassVar[str] = ""
     extras: ClassVar[tuple[ExtraTable, ...]] = ()
     claim_metrics: ClassVar[tuple[str, ...]] = ()
+    ratio: ClassVar[bool] = True
+    reference: ClassVar[str] = ""
+    r_call: ClassVar[str] = ""
 
     def describe(self, spec: ModelSpec | None = None) -> ModelDescription:
         """This model's description (for `spec`'s options when given)."""
@@ -132,6 +257,9 @@ class Model:
             estimand=self.estimand,
             extras=tuple(self.extras),
             claim_metrics=tuple(self.claim_metrics),
+            ratio=self.ratio and self.effect_measure is not None,
+            reference=self.reference,
+            r_call=self.r_call,
         )
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:  # pragma: no cover

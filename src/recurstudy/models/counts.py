@@ -30,17 +30,21 @@ message say how many. The conventions follow R, against which they are tested
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy import special, stats
 
 from recurstudy.models.base import (
+    ExtraTable,
     Model,
     ModelResult,
     ModelSpec,
     design,
     failed,
+    option,
     quietly,
     register,
     tidy,
@@ -218,6 +222,8 @@ class _CountModel(Model):
     problems become failed results), and :func:`quietly` around the fit."""
 
     datasets = ("counts",)
+    effect_measure: ClassVar[str | None] = "rate ratio"
+    claim_metrics: ClassVar[tuple[str, ...]] = ("rate_reduction",)
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         return quietly(self._fit, spec, data)
@@ -274,6 +280,23 @@ class PoissonModel(_CountModel):
     """Poisson GLM of episodes with log-exposure offset; tidy errors: sandwich HC0."""
 
     kind = "poisson"
+    title: ClassVar[str] = "Poisson rate model"
+    estimand: ClassVar[str] = (
+        "ratio of the episode rates per participant-day at risk, intervention vs control "
+        "(episodes over exposure, offset log exposure); HC0 sandwich errors, valid under "
+        "overdispersion"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        ExtraTable("overdispersion", "Overdispersion of the Poisson model (Cameron-Trivedi)"),
+        ExtraTable("naive", "Model-based (naive) standard errors", "appendix"),
+        ExtraTable("hc1", "HC1 sandwich standard errors", "appendix"),
+        ExtraTable("sample", "Participants analysed and dropped", "appendix"),
+    )
+    reference: ClassVar[str] = "Cameron and Trivedi (2013)"
+    r_call: ClassVar[str] = (
+        "glm(n_episodes ~ arm + offset(log(exposure_days)), family = poisson); "
+        "sandwich::vcovHC(fit, type = 'HC0')"
+    )
 
     def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
         with warnings.catch_warnings(record=True) as caught:
@@ -434,6 +457,20 @@ class NegativeBinomialModel(_CountModel):
     """NB2 regression (MASS::glm.nb conventions) with log-exposure offset."""
 
     kind = "negbin"
+    title: ClassVar[str] = "Negative binomial rate model"
+    estimand: ClassVar[str] = (
+        "ratio of the episode rates per participant-day at risk, intervention vs control, with "
+        "between-participant heterogeneity as NB2 overdispersion; model-based errors at the "
+        "fitted theta (the HC0 sandwich is in the appendix)"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        ExtraTable("dispersion", "Negative binomial dispersion (theta)"),
+        ExtraTable("lr_test", "Negative binomial vs Poisson (likelihood ratio)"),
+        ExtraTable("robust", "HC0 sandwich standard errors", "appendix"),
+        ExtraTable("sample", "Participants analysed and dropped", "appendix"),
+    )
+    reference: ClassVar[str] = "Lawless (1987); Venables and Ripley (2002)"
+    r_call: ClassVar[str] = "MASS::glm.nb(n_episodes ~ arm + offset(log(exposure_days)))"
 
     def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
         counts_kw = prep.counts_kw
@@ -586,11 +623,36 @@ def _inflation_design(spec: ModelSpec, df: pd.DataFrame) -> tuple[np.ndarray, li
     return Z.reindex(df.index).to_numpy(), names
 
 
+@dataclass(frozen=True)
+class ZINBOptions:
+    """Options of the zero-inflated negative binomial."""
+
+    inflation: str = option("1", doc="right-hand side of the zero-inflation formula")
+    hessian_step: float = option(
+        1e-5, minimum=0.0, maximum=0.1, exclusive_minimum=True, doc="central-difference step"
+    )
+
+
 @register
 class ZeroInflatedNegBinModel(_CountModel):
     """ZINB (pscl::zeroinfl conventions): NB2 counts with offset, logit zero inflation."""
 
     kind = "zinb"
+    Options: ClassVar[type] = ZINBOptions
+    title: ClassVar[str] = "Zero-inflated negative binomial"
+    estimand: ClassVar[str] = (
+        "ratio of the episode rates per participant-day at risk in the count component "
+        "(participants not in the structural-zero class), intervention vs control; "
+        "model-based errors"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        ExtraTable("dispersion", "Zero-inflated negative binomial: dispersion and zero share"),
+        ExtraTable("sample", "Participants analysed and dropped", "appendix"),
+    )
+    reference: ClassVar[str] = "Lambert (1992); Zeileis, Kleiber and Jackman (2008)"
+    r_call: ClassVar[str] = (
+        "pscl::zeroinfl(n_episodes ~ arm + offset(log(exposure_days)) | 1, dist = 'negbin')"
+    )
 
     def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
         counts_kw = prep.counts_kw

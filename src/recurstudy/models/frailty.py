@@ -54,13 +54,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from recurstudy.models.base import Model, ModelResult, ModelSpec, design, failed, register, tidy
+from recurstudy.models.base import (
+    ExtraTable,
+    Model,
+    ModelResult,
+    ModelSpec,
+    design,
+    failed,
+    option,
+    register,
+    tidy,
+)
 from recurstudy.models.coxph_engine import _cholesky2, _chsolve2, _Problem
 
 __all__ = ["FrailtyFit", "frailty_cox_fit"]
@@ -701,6 +711,19 @@ def _boundary(fit: FrailtyFit) -> bool:
     return fit.method == "em" and len(h) > 1 and float(h["ilik"].iloc[0]) >= float(h["ilik"].max())
 
 
+@dataclass(frozen=True)
+class FrailtyOptions:
+    """Options of the shared gamma-frailty Cox model (R's frailty.gamma and coxph.control)."""
+
+    ties: Literal["efron", "breslow"] = option("efron", doc="tie handling")
+    theta: float | None = option(
+        None, minimum=0.0, exclusive_minimum=True, doc="fix the frailty variance"
+    )
+    eps_outer: float = option(1e-5, minimum=0.0, exclusive_minimum=True, doc="outer tolerance")
+    outer_max: int = option(10, minimum=1, doc="outer (theta) iterations")
+    iter_max: int = option(20, minimum=1, doc="inner Newton iterations")
+
+
 @register
 class FrailtyCox(Model):
     """Andersen-Gill intensity with a shared gamma frailty per participant, as R's
@@ -716,6 +739,24 @@ class FrailtyCox(Model):
 
     kind: ClassVar[str] = "frailty_cox"
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
+    Options: ClassVar[type] = FrailtyOptions
+    title: ClassVar[str] = "Shared gamma-frailty Cox (all episodes)"
+    effect_measure: ClassVar[str | None] = "hazard ratio"
+    estimand: ClassVar[str] = (
+        "ratio of the episode intensities, intervention vs control, for the same participant "
+        "(conditional on the shared gamma frailty); model-based errors"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        ExtraTable("frailty", "Frailty variance (theta) and I-likelihood"),
+        ExtraTable("se2", "Alternative standard errors (R's se2)", "appendix"),
+        ExtraTable("history", "Theta search history", "appendix"),
+        ExtraTable("frailty_summary", "Distribution of the estimated frailties", "appendix"),
+    )
+    claim_metrics: ClassVar[tuple[str, ...]] = ("hazard_reduction",)
+    reference: ClassVar[str] = "Therneau, Grambsch and Pankratz (2003)"
+    r_call: ClassVar[str] = (
+        "coxph(Surv(start, stop, event) ~ arm + frailty(participant_id, distribution = 'gamma'))"
+    )
 
     def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
         df = counting_process

@@ -37,17 +37,21 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
 from recurstudy.models.base import (
+    ExtraTable,
     Model,
     ModelResult,
     ModelSpec,
     design,
     failed,
+    option,
     quietly,
     register,
     tidy,
@@ -345,6 +349,19 @@ def percent_change_table(
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class PainOptions:
+    """Options of the pain mixed model."""
+
+    week: int = option(6, minimum=0, doc="the week of the percent-change estimate")
+    visit_weeks: list[int] | None = option(
+        None, doc="scheduled visit weeks; an assessment counts at the nearest one"
+    )
+    slope_scale: float = option(
+        10.0, minimum=0.0, exclusive_minimum=True, doc="weeks per unit of the random slope"
+    )
+
+
 @register
 class PainMixedModel(Model):
     """REML linear mixed model of NRS: arm x visit week, random intercept and slope (lme4)."""
@@ -352,6 +369,23 @@ class PainMixedModel(Model):
     kind = "mixed_pain"
     datasets = ("pain_scores", "participants")
     adjustable = False
+    Options: ClassVar[type] = PainOptions
+    title: ClassVar[str] = "Linear mixed model of pain scores"
+    effect_measure: ClassVar[str | None] = "mean difference"
+    ratio: ClassVar[bool] = False
+    estimand: ClassVar[str] = (
+        "mean NRS pain by arm and visit week (REML, random intercept and slope per "
+        "participant) and the percent change from baseline at the claim's week"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        ExtraTable("percent_change", "Model-based means and percent change from baseline"),
+        ExtraTable("variance_components", "Variance components", "appendix"),
+    )
+    claim_metrics: ClassVar[tuple[str, ...]] = ("pain_reduction",)
+    reference: ClassVar[str] = "Laird and Ware (1982); Bates et al. (2015)"
+    r_call: ClassVar[str] = (
+        "lme4::lmer(nrs ~ arm * factor(week) + (1 + weeks_scaled | participant_id), REML = TRUE)"
+    )
 
     def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         return quietly(self._fit, spec, data)

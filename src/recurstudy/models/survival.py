@@ -9,13 +9,25 @@ statsmodels get the robust variance of (start, stop] data wrong or are too slow 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from recurstudy.models.base import Model, ModelResult, ModelSpec, design, failed, register, tidy
+from recurstudy.models.base import (
+    ExtraTable,
+    Model,
+    ModelDescription,
+    ModelResult,
+    ModelSpec,
+    design,
+    failed,
+    option,
+    register,
+    tidy,
+)
 from recurstudy.models.coxph_engine import coxph_fit
 
 ID = "participant_id"
@@ -101,12 +113,38 @@ def _fit_cox(
     return ModelResult(table, extras, converged=fit.converged, message=message)
 
 
+@dataclass(frozen=True)
+class CoxOptions:
+    """Options of the Cox-type models."""
+
+    ties: Literal["efron", "breslow"] = option("efron", doc="tie handling, as coxph(ties =)")
+
+
+_COX_EXTRAS = (
+    ExtraTable("ph_test", "Proportional hazards test (scaled Schoenfeld residuals, cox.zph)"),
+    ExtraTable("tests", "Likelihood-ratio, Wald and score tests", "appendix"),
+    ExtraTable("naive", "Model-based (naive) standard errors", "appendix"),
+    ExtraTable("fit", "Fit: log-likelihoods, iterations, rows, ties", "hidden"),
+)
+
+
 @register
 class CoxFirstEpisode(Model):
     """Cox proportional hazards on time to first episode (Efron ties, model-based errors)."""
 
     kind: ClassVar[str] = "cox"
     datasets: ClassVar[tuple[str, ...]] = ("first_episode",)
+    Options: ClassVar[type] = CoxOptions
+    title: ClassVar[str] = "Cox model, time to first episode"
+    effect_measure: ClassVar[str | None] = "hazard ratio"
+    estimand: ClassVar[str] = (
+        "ratio of the hazards of a first episode, intervention vs control, among participants "
+        "still free of episodes since enrolment (later episodes ignored); model-based errors"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = _COX_EXTRAS
+    claim_metrics: ClassVar[tuple[str, ...]] = ("hazard_reduction",)
+    reference: ClassVar[str] = "Cox (1972)"
+    r_call: ClassVar[str] = "coxph(Surv(time, event) ~ arm, ties = 'efron')"
 
     def fit(self, spec: ModelSpec, *, first_episode: pd.DataFrame) -> ModelResult:
         return _fit_cox(spec, first_episode, stop="time", start=None, strata=None, cluster=False)
@@ -118,11 +156,35 @@ class AndersenGill(Model):
 
     kind: ClassVar[str] = "andersen_gill"
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
+    Options: ClassVar[type] = CoxOptions
+    title: ClassVar[str] = "Andersen-Gill (all episodes)"
+    effect_measure: ClassVar[str | None] = "hazard ratio"
+    estimand: ClassVar[str] = (
+        "ratio of the episode rates (intensities), intervention vs control, every episode "
+        "counted while at risk; with robust errors clustered on participant it estimates the "
+        "ratio of mean rates of the Lin-Wei-Yang-Ying proportional rates model"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = _COX_EXTRAS
+    claim_metrics: ClassVar[tuple[str, ...]] = ("hazard_reduction", "rate_reduction")
+    reference: ClassVar[str] = "Andersen and Gill (1982); Lin, Wei, Yang and Ying (2000)"
+    r_call: ClassVar[str] = "coxph(Surv(start, stop, event) ~ arm, cluster = participant_id)"
 
     def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
         return _fit_cox(
             spec, counting_process, stop="stop", start="start", strata=None, cluster=True
         )
+
+
+@dataclass(frozen=True)
+class PWPOptions(CoxOptions):
+    """Options of the Prentice-Williams-Peterson models."""
+
+    timescale: Literal["total", "gap"] = option(
+        "total", doc="total: (start, stop] since enrolment; gap: time since the previous episode"
+    )
+    max_stratum: int | None = option(
+        None, minimum=1, doc="pool episode numbers above this into one stratum"
+    )
 
 
 @register
@@ -135,6 +197,30 @@ class PWP(Model):
 
     kind: ClassVar[str] = "pwp"
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
+    Options: ClassVar[type] = PWPOptions
+    effect_measure: ClassVar[str | None] = "hazard ratio"
+    extras: ClassVar[tuple[ExtraTable, ...]] = _COX_EXTRAS
+    claim_metrics: ClassVar[tuple[str, ...]] = ("hazard_reduction",)
+    reference: ClassVar[str] = "Prentice, Williams and Peterson (1981)"
+
+    def describe(self, spec: ModelSpec | None = None) -> ModelDescription:
+        gap = spec is not None and spec.options.get("timescale") == "gap"
+        clock = "time since the previous episode" if gap else "time since enrolment"
+        surv = "Surv(gap, event)" if gap else "Surv(start, stop, event)"
+        return ModelDescription(
+            kind=self.kind,
+            title=f"Prentice-Williams-Peterson, {'gap' if gap else 'total'} time",
+            effect_measure=self.effect_measure,
+            estimand=(
+                "ratio of the hazards of the k-th episode, intervention vs control, among "
+                "participants who have had k - 1 episodes (strata by episode number), on the "
+                f"clock of {clock}; conditional on the episode history; robust errors"
+            ),
+            extras=self.extras,
+            claim_metrics=self.claim_metrics,
+            reference=self.reference,
+            r_call=f"coxph({surv} ~ arm + strata(episode), cluster = participant_id)",
+        )
 
     def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
         df = counting_process.copy()
@@ -142,8 +228,6 @@ class PWP(Model):
         if cap:
             df["episode"] = np.minimum(df["episode"], int(cap))
         timescale = spec.options.get("timescale", "total")
-        if timescale not in ("total", "gap"):
-            return failed(spec, f"unknown timescale '{timescale}' (total or gap)")
         if timescale == "total":
             return _fit_cox(spec, df, stop="stop", start="start", strata="episode", cluster=True)
         return _fit_cox(spec, df, stop="gap", start=None, strata="episode", cluster=True)
@@ -412,6 +496,24 @@ class KaplanMeier(Model):
     kind: ClassVar[str] = "kaplan_meier"
     datasets: ClassVar[tuple[str, ...]] = ("first_episode", "counting_process")
     adjustable: ClassVar[bool] = False
+    title: ClassVar[str] = "Kaplan-Meier, log-rank and mean cumulative function"
+    effect_measure: ClassVar[str | None] = None
+    estimand: ClassVar[str] = (
+        "per arm, the probability of remaining free of episodes by time t and the mean "
+        "cumulative number of episodes per participant by time t (participants censored at the "
+        "end of follow-up); log-rank test of equal first-episode hazards"
+    )
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        ExtraTable("survival", "Kaplan-Meier estimate by arm", "hidden"),
+        ExtraTable("mcf", "Mean cumulative function by arm", "hidden"),
+        ExtraTable("medians", "Median days to the first episode"),
+        ExtraTable("logrank", "Log-rank test"),
+    )
+    reference: ClassVar[str] = "Kaplan and Meier (1958); Nelson (2003)"
+    r_call: ClassVar[str] = (
+        "survfit(Surv(time, event) ~ arm); survdiff(...); "
+        "survfit(Surv(start, stop, event) ~ arm, id = participant_id)"
+    )
 
     def fit(
         self, spec: ModelSpec, *, first_episode: pd.DataFrame, counting_process: pd.DataFrame
