@@ -36,54 +36,145 @@ RESERVED_COLUMNS = (
 )
 
 
+def schema() -> dict[str, Any]:
+    """The config schema (config/schema.yaml)."""
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of top-level `key` (e.g. the default model set)."""
+    import copy
+
+    return copy.deepcopy(schema()["properties"][key].get("default"))
+
+
+def _where(path) -> str:
+    """A JSON-schema error path as the config key a user writes: ``models[3].options``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _schema_errors(config: dict[str, Any]) -> list[str]:
+    """Every schema violation as one line naming the key: no schema dump."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.path]):
+        message = err.message if len(err.message) <= 200 else err.message[:200] + "..."
+        lines.append(f"{_where(err.path)}: {message}")
+    return lines
+
+
+def _claim_errors(config: dict[str, Any]) -> list[str]:
+    """`claimed` is a fraction in (0, 1); a value that looks like a percentage gets a hint."""
+    lines = []
+    for i, claim in enumerate(config.get("claims") or []):
+        if not isinstance(claim, dict):
+            continue
+        value = claim.get("claimed")
+        where = f"claims[{i}] ('{claim.get('id', '?')}').claimed"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            if value is not None:
+                lines.append(f"{where}: must be a number in (0, 1), not {value!r}")
+            continue
+        if not 0 < value < 1:
+            hint = ""
+            if 1 <= value < 100:
+                hint = f"; {value:g} looks like a percentage: write claimed: {value / 100:g}"
+            elif value <= 0:
+                hint = "; claims are reductions (0.68 = 68% fewer); an increase cannot be claimed"
+            lines.append(f"{where}: must be a fraction in (0, 1), not {value!r}{hint}")
+    return lines
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate `config` in place against the schema, filling in defaults; return it."""
-    from snakemake.exceptions import WorkflowError
+    """Validate `config` in place against the schema, filling in defaults; return it.
+
+    Every problem is collected and reported in one :class:`ConfigError` whose lines each name
+    the key and what is allowed.
+    """
     from snakemake.utils import validate
 
+    if not isinstance(config, dict):
+        raise ConfigError("invalid configuration: the config must be a mapping of keys")
     arms = config.get("arms")
     if isinstance(arms, dict):
         # Labels are compared with the arm column as text: `control: 1` means the label "1".
         for role, label in list(arms.items()):
             if isinstance(label, int | float) and not isinstance(label, bool):
                 arms[role] = str(label)
-    try:
-        validate(config, str(SCHEMA_PATH), set_default=True)
-    except WorkflowError as exc:  # its message names the offending key
-        raise ConfigError(f"invalid configuration: {exc}") from None
+    claim_lines = _claim_errors(config)
+    lines = claim_lines + [
+        line
+        for line in _schema_errors(config)
+        if not (claim_lines and ".claimed:" in line)  # said once, with the hint
+    ]
+    if lines:
+        raise ConfigError(_message(lines))
+    validate(config, str(SCHEMA_PATH), set_default=True)  # Snakemake fills in the defaults
+    lines = []
+    control, intervention = config["arms"]["control"], config["arms"]["intervention"]
+    if control == intervention:
+        lines.append(f"arms: control and intervention have the same label '{control}'")
     reserved = sorted(set(config.get("covariates", {})) & set(RESERVED_COLUMNS))
     if reserved:
-        raise ConfigError(
-            f"invalid configuration: covariates may not be named {', '.join(reserved)}: "
-            f"those names are reserved for the contract's and the derived datasets' columns "
-            f"({', '.join(RESERVED_COLUMNS)}); rename the column"
+        lines.append(
+            f"covariates: may not be named {', '.join(reserved)}: those names are reserved for "
+            f"the contract's and the derived datasets' columns; rename the column"
         )
     for key in config.get("adjust_for", []):
         if key not in config.get("covariates", {}):
-            raise ConfigError(
-                f"invalid configuration: adjust_for names '{key}', which is not declared under "
-                "covariates:"
-            )
-    _check_models_and_claims(config)
+            lines.append(f"adjust_for: '{key}' is not declared under covariates:")
+    ids = [c["id"] for c in config.get("claims", [])]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        lines.append(f"claims: the id '{dup}' is used twice")
+    lines += _model_and_claim_errors(config)
+    if lines:
+        raise ConfigError(_message(lines))
     return config
 
 
-def _check_models_and_claims(config: dict[str, Any]) -> None:
-    """Every model kind exists, names are unique, and each claim reads a configured model."""
+def _message(lines: list[str]) -> str:
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
+    return "invalid configuration:\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def _model_and_claim_errors(config: dict[str, Any]) -> list[str]:
+    """Every model kind exists with valid options, names are unique, and each claim reads a
+    configured model that can serve its metric."""
     from recurstudy.claims import DEFAULT_MODEL
-    from recurstudy.models import model_specs
+    from recurstudy.models import get_model, model_specs
 
     try:
-        names = {spec.name for spec in model_specs(config)}
+        specs = {spec.name: spec for spec in model_specs(config)}
     except (KeyError, ValueError) as exc:
-        raise ConfigError(f"invalid configuration: {exc.args[0]}") from None
-    for claim in config.get("claims", []):
+        return [f"models: {exc.args[0]}"]
+    lines = []
+    for i, claim in enumerate(config.get("claims", [])):
         model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
-        if model not in names:
-            raise ConfigError(
-                f"invalid configuration: claim '{claim['id']}' reads model '{model}', which is "
-                f"not among the configured models ({', '.join(sorted(names))})"
+        where = f"claims[{i}] ('{claim['id']}')"
+        if model not in specs:
+            lines.append(
+                f"{where}: reads model '{model}', which is not among the configured models "
+                f"({', '.join(sorted(specs))})"
             )
+            continue
+        described = get_model(specs[model].kind).describe(specs[model])
+        if claim["metric"] not in described.claim_metrics:
+            serve = sorted(
+                n
+                for n, s in specs.items()
+                if claim["metric"] in get_model(s.kind).describe(s).claim_metrics
+            )
+            lines.append(
+                f"{where}: metric {claim['metric']} cannot be read from model '{model}' "
+                f"({described.title}); models that serve it: {', '.join(serve) or 'none'}"
+            )
+    return lines
 
 
 def study_text(config: dict[str, Any]) -> dict[str, str]:

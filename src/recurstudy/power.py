@@ -19,7 +19,7 @@ error of the log ratio across replicates (which varies little with the effect si
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,27 @@ def _params(design: dict[str, Any], rate_ratio: float, seed: int) -> SimulationP
     )
 
 
+def power_inputs(claim: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Everything a claim's power simulation depends on: the claimed value, the claim's model
+    (kind and options; analysed with the crude formula, as the simulated cohorts carry no study
+    covariates) and the risk-set settings of derive. A change to any of these, and only these,
+    re-runs the simulation (it is the power jobs' Snakemake parameter)."""
+    from recurstudy.claims import DEFAULT_MODEL
+
+    model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
+    spec = replace({s.name: s for s in model_specs(config)}[model], formula="arm")
+    derive_keys = ("arms", "exclude_episode_time", "washout_days")
+    return {
+        "claimed": float(claim["claimed"]),
+        "spec": asdict(spec),
+        "derive": {
+            **{k: config[k] for k in derive_keys if k in config},
+            "covariates": {},
+            "adjust_for": [],
+        },
+    }
+
+
 def simulate_replicates(
     claim: dict[str, Any],
     design: dict[str, Any],
@@ -98,14 +119,18 @@ def simulate_replicates(
     seed: int,
 ) -> pd.DataFrame:
     """Fit the claim's model on each replicate in `replicates` (one row per replicate)."""
-    from recurstudy.claims import DEFAULT_MODEL
+    return simulate_from_inputs(power_inputs(claim, config), design, replicates, seed)
 
-    model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
-    claimed_spec = {s.name: s for s in model_specs(config)}[model]
-    # The simulated cohorts carry no study covariates: each replicate is analysed with the crude
-    # formula of the claim's model (same kind and options).
-    spec = replace(claimed_spec, formula="arm")
-    config = {**config, "covariates": {}, "adjust_for": []}
+
+def simulate_from_inputs(
+    inputs: dict[str, Any], design: dict[str, Any], replicates: range, seed: int
+) -> pd.DataFrame:
+    """:func:`simulate_replicates` from :func:`power_inputs` (what the workflow's jobs get)."""
+    from recurstudy.models import ModelSpec
+
+    spec = ModelSpec(**inputs["spec"])
+    config = inputs["derive"]
+    claim = {"claimed": inputs["claimed"]}
     rr = 1.0 - float(claim["claimed"])
     rows: list[dict[str, Any]] = []
     n_int = round(design["n"] * design.get("allocation", 0.5))
@@ -184,6 +209,8 @@ __all__ = [
     "POWER_METRICS",
     "closed_form_poisson_power",
     "design_from_data",
+    "power_inputs",
+    "simulate_from_inputs",
     "simulate_replicates",
     "summarize_power",
 ]

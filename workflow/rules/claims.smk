@@ -1,9 +1,27 @@
 # Claims: power by simulation in parallel chunks of replicates, then each claim evaluated.
-from recurstudy.power import POWER_METRICS
+import json
+
+from recurstudy.power import POWER_METRICS, power_inputs
 
 POWER = config["power"]
-POWER_CLAIMS = [c["id"] for c in config["claims"] if c["metric"] in POWER_METRICS]
+CLAIMS = {c["id"]: c for c in config["claims"]}
+POWER_CLAIMS = [i for i, c in CLAIMS.items() if c["metric"] in POWER_METRICS]
 N_CHUNKS = -(-POWER["replicates"] // POWER["chunk_size"])
+POWER_CODE = source_hash("recurstudy.power")
+
+
+def power_claim_inputs(wildcards):
+    """What one claim's simulation depends on (claimed value, model, risk sets), as JSON."""
+    return json.dumps(power_inputs(CLAIMS[wildcards.claim], config), sort_keys=True)
+
+
+def power_claim_code(wildcards):
+    inputs = power_inputs(CLAIMS[wildcards.claim], config)
+    return POWER_CODE + model_source_hash(inputs["spec"]["kind"])
+
+
+def power_claimed(wildcards):
+    return float(CLAIMS[wildcards.claim]["claimed"])
 
 
 rule power_design:
@@ -16,6 +34,9 @@ rule power_design:
         "logs/power/design.log",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        settings=stage_settings(config, "power_design"),
+        code=POWER_CODE,
     script:
         "../scripts/power_design.py"
 
@@ -35,6 +56,12 @@ rule power_chunk:
         "../envs/recurstudy.yaml"
     resources:
         mem_mb=2000,
+    params:
+        inputs=power_claim_inputs,
+        seed=POWER["seed"],
+        chunk_size=POWER["chunk_size"],
+        replicates=POWER["replicates"],
+        code=power_claim_code,
     script:
         "../scripts/power_chunk.py"
 
@@ -48,6 +75,10 @@ rule power_summary:
         "logs/power/{claim}/summary.log",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        claimed=power_claimed,
+        alpha=POWER["alpha"],
+        code=POWER_CODE,
     script:
         "../scripts/power_summary.py"
 
@@ -64,6 +95,9 @@ rule claims:
         "logs/claims.log",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        settings=stage_settings(config, "claims"),
+        code=source_hash("recurstudy.claims"),
     script:
         "../scripts/claims.py"
 
@@ -82,5 +116,8 @@ rule sensitivity:
         "logs/sensitivity.log",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        settings=stage_settings(config, "sensitivity"),
+        code=source_hash("recurstudy.sensitivity"),
     script:
         "../scripts/sensitivity.py"

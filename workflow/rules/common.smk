@@ -1,18 +1,30 @@
 # Configuration: the demo config unless --configfile is given (then only that file counts, so
 # that none of the demo's data paths leak into a user's study), validated against the schema.
 import os
+import sys
 
-from recurstudy.config import validate_config
+from recurstudy.config import ConfigError, validate_config
+from recurstudy.contract import DATASETS
 from recurstudy.models import get_model, model_specs
+from recurstudy.settings import (
+    model_source_hash,
+    source_hash,
+    spec_settings,
+    stage_settings,
+)
 
 if not config:
 
     configfile: "config/config.yaml"
 
 
-validate_config(config)
+try:
+    validate_config(config)
+except ConfigError as exc:  # the cause in a few lines: no traceback, no Snakemake noise after it
+    sys.stderr.write(f"recurstudy: {exc}\n")
+    sys.exit(1)
 
-ANALYSIS = ["first_episode", "counting_process", "counts"]
+ANALYSIS = list(DATASETS)
 CLEAN = ["participants", "episodes"] + (
     ["pain_scores"] if config["data"].get("pain_scores") else []
 )
@@ -26,6 +38,18 @@ def data_inputs(wildcards=None):
 
 
 SPECS = {spec.name: spec for spec in model_specs(config)}
+
+# What each job reads of the config reaches it as a parameter (so that Snakemake re-runs it when
+# that part changes), with the hash of the package code it runs (recurstudy.settings).
+SETTINGS = {stage: stage_settings(config, stage) for stage in ("validate", "derive", "report")}
+
+
+def model_spec(wildcards):
+    return spec_settings(SPECS[wildcards.name])
+
+
+def model_code(wildcards):
+    return model_source_hash(SPECS[wildcards.name].kind)
 VALIDATED = {"participants", "episodes", "pain_scores"}
 
 
@@ -56,6 +80,7 @@ def produced_by_workflow(path):
 
 def report_inputs(wildcards):
     inputs = {
+        "notebook": f"{workflow.basedir}/workflow/notebooks/report.py.ipynb",
         "flow": "results/validated/flow.json",
         "tables": expand("results/validated/{name}.parquet", name=CLEAN),
         "counts": "results/analysis/counts.parquet",

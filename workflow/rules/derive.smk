@@ -15,6 +15,8 @@ rule derive_first_episode:
         "../envs/recurstudy.yaml"
     params:
         dataset="first_episode",
+        settings=SETTINGS["derive"],
+        code=source_hash("recurstudy.derive"),
     script:
         "../scripts/derive.py"
 
@@ -33,6 +35,8 @@ rule derive_counting_process:
         "../envs/recurstudy.yaml"
     params:
         dataset="counting_process",
+        settings=SETTINGS["derive"],
+        code=source_hash("recurstudy.derive"),
     script:
         "../scripts/derive.py"
 
@@ -51,5 +55,7 @@ rule derive_counts:
         "../envs/recurstudy.yaml"
     params:
         dataset="counts",
+        settings=SETTINGS["derive"],
+        code=source_hash("recurstudy.derive"),
     script:
         "../scripts/derive.py"

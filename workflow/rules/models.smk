@@ -17,6 +17,9 @@ rule fit_model:
         "../envs/recurstudy.yaml"
     resources:
         mem_mb=4000,
+    params:
+        spec=model_spec,
+        code=model_code,
     script:
         "../scripts/fit_model.py"
 
@@ -30,5 +33,7 @@ rule estimates:
         "logs/estimates.log",
     conda:
         "../envs/recurstudy.yaml"
+    params:
+        code=source_hash("recurstudy.models"),
     script:
         "../scripts/estimates.py"

@@ -64,6 +64,8 @@ rule report:
     params:
         notebook=f"{workflow.basedir}/workflow/notebooks/report.py.ipynb",
         workflow_dir=workflow.basedir,
+        settings=SETTINGS["report"],
+        code=source_hash("recurstudy.report"),
     script:
         "../scripts/render_report.py"
 
@@ -81,5 +83,7 @@ rule manifest:
     params:
         configfiles=[str(f) for f in workflow.configfiles],
         workflow_dir=workflow.basedir,
+        settings=SETTINGS["report"],
+        code=source_hash("recurstudy.report"),
     script:
         "../scripts/manifest.py"

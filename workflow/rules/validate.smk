@@ -20,5 +20,8 @@ rule validate:
         "../envs/recurstudy.yaml"
     resources:
         mem_mb=4000,
+    params:
+        settings=SETTINGS["validate"],
+        code=source_hash("recurstudy.validate"),
     script:
         "../scripts/validate.py"

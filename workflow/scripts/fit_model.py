@@ -4,11 +4,12 @@ import logging
 
 import pandas as pd
 
-from recurstudy.models import fit_spec, model_specs, write_result
+from recurstudy.models import fit_spec, write_result
+from recurstudy.settings import spec_from_settings
 
 snakemake = globals()["snakemake"]
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(message)s")
-spec = {s.name: s for s in model_specs(snakemake.config)}[snakemake.wildcards.name]
+spec = spec_from_settings(snakemake.params.spec)
 data = {key: pd.read_parquet(path) for key, path in snakemake.input.items()}
 result = fit_spec(spec, data)
 write_result(result, snakemake.output.table, snakemake.output.extras)

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recurstudy import report as rp
+from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
 run_dir = Path(".")
 manifest = rp.build_manifest(
-    run_dir, snakemake.config, list(snakemake.params.configfiles), snakemake.params.workflow_dir
+    run_dir, load_settings(snakemake.params.settings, "report"), list(snakemake.params.configfiles), snakemake.params.workflow_dir
 )
 Path(snakemake.output.manifest).write_text(rp.dumps_json(manifest), encoding="utf-8")
 

@@ -7,9 +7,7 @@ import pandas as pd
 from recurstudy.power import summarize_power
 
 snakemake = globals()["snakemake"]
-cfg = snakemake.config
-claim = {c["id"]: c for c in cfg["claims"]}[snakemake.wildcards.claim]
 reps = pd.concat([pd.read_csv(p) for p in snakemake.input], ignore_index=True)
-summary = summarize_power(reps, float(claim["claimed"]), cfg["power"]["alpha"])
+summary = summarize_power(reps, float(snakemake.params.claimed), float(snakemake.params.alpha))
 with open(snakemake.output[0], "w") as fh:
     fh.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 
 from recurstudy import report as rp
+from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(message)s")
@@ -18,7 +19,7 @@ out_html = Path(snakemake.output.html)
 out_nb = Path(snakemake.output.notebook)
 out_html.parent.mkdir(parents=True, exist_ok=True)
 parameters = {
-    "config": dict(snakemake.config),
+    "config": dict(load_settings(snakemake.params.settings, "report")),
     "source_commit": rp.git_commit(snakemake.params.workflow_dir),
     "assets": str(out_html.parent),
 }

@@ -7,10 +7,11 @@ import pandas as pd
 
 from recurstudy.models import write_csv
 from recurstudy.sensitivity import crude_vs_adjusted, forest, iptw
+from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(message)s")
-cfg = snakemake.config
+cfg = load_settings(snakemake.params.settings, "sensitivity")
 f = forest(pd.read_csv(snakemake.input.estimates), cfg)
 write_csv(f, snakemake.output.forest)
 write_csv(crude_vs_adjusted(f), snakemake.output.crude_vs_adjusted)

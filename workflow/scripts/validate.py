@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+from recurstudy.settings import load_settings
 from recurstudy.validate import (
     outcome_message,
     validate_cohort,
@@ -12,7 +13,7 @@ from recurstudy.validate import (
 )
 
 snakemake = globals()["snakemake"]
-outcome = validate_cohort(snakemake.config, ".")
+outcome = validate_cohort(load_settings(snakemake.params.settings, "validate"), ".")
 report_dir = Path(snakemake.log.report_md).parent
 write_validation_report(outcome, report_dir)
 message = outcome_message(outcome, report_dir)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from recurstudy.config import schema_default
 from recurstudy.models.base import (
     REGISTRY,
     TIDY_COLUMNS,
@@ -29,7 +30,6 @@ from recurstudy.models.base import (
 )
 
 __all__ = [
-    "DEFAULT_MODELS",
     "TIDY_COLUMNS",
     "ModelResult",
     "ModelSpec",
@@ -41,20 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# The default model set, used when the config has no `models:` list.
-DEFAULT_MODELS: list[dict[str, Any]] = [
-    {"name": "km_first_episode", "kind": "kaplan_meier"},
-    {"name": "cox_first_episode", "kind": "cox"},
-    {"name": "andersen_gill", "kind": "andersen_gill"},
-    {"name": "pwp_total_time", "kind": "pwp", "options": {"timescale": "total"}},
-    {"name": "pwp_gap_time", "kind": "pwp", "options": {"timescale": "gap"}},
-    {"name": "poisson_rate", "kind": "poisson"},
-    {"name": "negbin_rate", "kind": "negbin"},
-    {"name": "zinb_rate", "kind": "zinb"},
-    {"name": "pain_mixed", "kind": "mixed_pain"},
-    {"name": "frailty_cox", "kind": "frailty_cox"},
-]
 
 _loaded = False
 
@@ -87,7 +73,7 @@ def _quote(name: str) -> str:
 def model_specs(config: dict[str, Any]) -> list[ModelSpec]:
     """Every model the config asks for, adjusted variants (`<name>_adjusted`) included."""
     _load_all()
-    entries = config.get("models") or DEFAULT_MODELS
+    entries = config.get("models") or schema_default("models")
     arms = config.get("arms", {"control": "control", "intervention": "intervention"})
     adjust = list(config.get("adjust_for", []))
     specs: list[ModelSpec] = []

@@ -1,0 +1,150 @@
+"""What each workflow stage reads from the config, and a hash of the code it runs.
+
+Snakemake re-runs a job when its ``params:`` change, but a value a script reads through
+``snakemake.config`` is invisible to it, so a changed config would leave stale results looking
+authoritative. Every rule therefore receives the part of the config it reads as one JSON string
+parameter (:func:`stage_settings`), and scripts read the config only from there
+(:func:`load_settings`, which refuses to give out a key the stage did not declare, so that a
+forgotten key fails loudly in the tests instead of silently reading a default). A ``code``
+parameter (:func:`source_hash`) holds the SHA-256 of the package modules the job imports, so a new
+version of the code re-runs what it touches and nothing else.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "recurstudy"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# The top-level config keys each stage reads. "*" is the whole config (the report shows it all).
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "validate": ("data", "arms", "covariates", "adjust_for", "on_invalid"),
+    "derive": ("arms", "covariates", "exclude_episode_time", "washout_days"),
+    "power_design": ("arms",),
+    "claims": ("arms", "claims"),
+    "sensitivity": ("arms", "design", "adjust_for", "covariates"),
+    "report": ("*",),
+}
+
+
+class Settings(dict):
+    """A stage's settings: a mapping that raises on a top-level key the stage did not declare
+    (``get`` included), so that reading an undeclared config value is an error, not a default."""
+
+    def __init__(self, values: Mapping[str, Any], stage: str = "") -> None:
+        super().__init__(values)
+        self.stage = stage
+
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(
+            f"config key '{key}' is not among the settings of stage '{self.stage}' "
+            f"({', '.join(sorted(self))}); declare it in recurstudy.settings.STAGE_KEYS"
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:  # noqa: D102 - dict.get, but strict
+        return self[key]
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stage_keys(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The part of the (validated) config that `stage` reads."""
+    keys = STAGE_KEYS[stage]
+    if keys == ("*",):
+        return dict(config)
+    return {k: config[k] for k in keys if k in config}
+
+
+def stage_settings(config: Mapping[str, Any], stage: str) -> str:
+    """The settings of `stage` as canonical JSON (a Snakemake parameter)."""
+    return _dumps(stage_keys(config, stage))
+
+
+def load_settings(text: str, stage: str = "") -> Settings:
+    """The settings a job received as a parameter, strict about undeclared keys."""
+    return Settings(json.loads(text), stage)
+
+
+def spec_settings(spec: Any) -> str:
+    """A model spec (``recurstudy.models.ModelSpec``) as canonical JSON."""
+    return _dumps(dataclasses.asdict(spec))
+
+
+def spec_from_settings(text: str) -> Any:
+    """The :class:`~recurstudy.models.ModelSpec` a job received as a parameter."""
+    from recurstudy.models import ModelSpec
+
+    return ModelSpec(**json.loads(text))
+
+
+# ---------------------------------------------------------------------------------- code hash
+
+
+def _module_path(name: str) -> Path | None:
+    """The source file of package module `name` (``recurstudy.models.base``), if any."""
+    parts = name.split(".")[1:]
+    base = PACKAGE_DIR.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@cache
+def _imports(path: Path) -> frozenset[str]:
+    """The package modules a source file imports (anywhere in it, lazy imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != PACKAGE:
+                continue
+            found.add(node.module)
+            # `from recurstudy import report` imports a module, not a name
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return frozenset(found)
+
+
+def module_closure(roots: Iterable[str]) -> list[str]:
+    """`roots` and every package module they import, transitively, with their parent
+    packages (importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__``)."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or _module_path(name) is None:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        todo.extend(_imports(_module_path(name)))  # type: ignore[arg-type]
+    return sorted(seen)
+
+
+def source_hash(*roots: str) -> str:
+    """SHA-256 over the sources of `roots` and the package modules they import."""
+    h = hashlib.sha256()
+    for name in module_closure(roots):
+        path = _module_path(name)
+        assert path is not None
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def model_source_hash(kind: str) -> str:
+    """The code hash of model kind `kind`: its module and what that imports."""
+    from recurstudy.models import get_model
+
+    return source_hash(type(get_model(kind)).__module__)
