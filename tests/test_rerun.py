@@ -83,8 +83,10 @@ def _digests(run: Path) -> dict[str, str]:
     for base in ("results", "reports"):
         for p in sorted((run / base).rglob("*")):
             rel = p.relative_to(run).as_posix()
-            if p.is_file() and not rel.startswith("results/benchmarks/") and p.name != (
-                "run_info.json"
+            if (
+                p.is_file()
+                and not rel.startswith("results/benchmarks/")
+                and p.name != ("run_info.json")
             ):
                 out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out

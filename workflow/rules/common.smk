@@ -20,7 +20,9 @@ if not config:
 
 try:
     validate_config(config)
-except ConfigError as exc:  # the cause in a few lines: no traceback, no Snakemake noise after it
+except (
+    ConfigError
+) as exc:  # the cause in a few lines: no traceback, no Snakemake noise after it
     sys.stderr.write(f"recurstudy: {exc}\n")
     sys.exit(1)
 
@@ -41,7 +43,9 @@ SPECS = {spec.name: spec for spec in model_specs(config)}
 
 # What each job reads of the config reaches it as a parameter (so that Snakemake re-runs it when
 # that part changes), with the hash of the package code it runs (recurstudy.settings).
-SETTINGS = {stage: stage_settings(config, stage) for stage in ("validate", "derive", "report")}
+SETTINGS = {
+    stage: stage_settings(config, stage) for stage in ("validate", "derive", "report")
+}
 
 
 def model_spec(wildcards):
@@ -50,6 +54,8 @@ def model_spec(wildcards):
 
 def model_code(wildcards):
     return model_source_hash(SPECS[wildcards.name].kind)
+
+
 VALIDATED = {"participants", "episodes", "pain_scores"}
 
 

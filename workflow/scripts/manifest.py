@@ -14,9 +14,9 @@ from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
 run_dir = Path(".")
-manifest = rp.build_manifest(
-    run_dir, load_settings(snakemake.params.settings, "report"), list(snakemake.params.configfiles), snakemake.params.workflow_dir
-)
+settings = load_settings(snakemake.params.settings, "report")
+configfiles = list(snakemake.params.configfiles)
+manifest = rp.build_manifest(run_dir, settings, configfiles, snakemake.params.workflow_dir)
 Path(snakemake.output.manifest).write_text(rp.dumps_json(manifest), encoding="utf-8")
 
 # Approximate wall time: from the oldest output of this run to now.
