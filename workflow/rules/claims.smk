@@ -1,29 +1,4 @@
 # Claims: power by simulation in parallel chunks of replicates, then each claim evaluated.
-import json
-
-from recurstudy.power import POWER_METRICS, power_inputs
-
-POWER = config["power"]
-CLAIMS = {c["id"]: c for c in config["claims"]}
-POWER_CLAIMS = [i for i, c in CLAIMS.items() if c["metric"] in POWER_METRICS]
-N_CHUNKS = -(-POWER["replicates"] // POWER["chunk_size"])
-POWER_CODE = source_hash("recurstudy.power")
-
-
-def power_claim_inputs(wildcards):
-    """What one claim's simulation depends on (claimed value, model, risk sets), as JSON."""
-    return json.dumps(power_inputs(CLAIMS[wildcards.claim], config), sort_keys=True)
-
-
-def power_claim_code(wildcards):
-    inputs = power_inputs(CLAIMS[wildcards.claim], config)
-    return POWER_CODE + model_source_hash(inputs["spec"]["kind"])
-
-
-def power_claimed(wildcards):
-    return float(CLAIMS[wildcards.claim]["claimed"])
-
-
 rule power_design:
     input:
         participants="results/validated/participants.parquet",

@@ -1,11 +1,13 @@
 # Configuration: the demo config unless --configfile is given (then only that file counts, so
 # that none of the demo's data paths leak into a user's study), validated against the schema.
+import json
 import os
 import sys
 
 from recurstudy.config import ConfigError, validate_config
 from recurstudy.contract import DATASETS
 from recurstudy.models import get_model, model_specs
+from recurstudy.power import POWER_METRICS, power_inputs
 from recurstudy.settings import (
     model_source_hash,
     source_hash,
@@ -109,3 +111,25 @@ def manifest_inputs(wildcards):
         str(f) for f in rules.all.input if str(f) not in ("reports/manifest.json",)
     ]
     return targets + ["reports/report.html"]
+
+
+# Claims (claims.smk): power by simulation for rate and hazard claims.
+POWER = config["power"]
+CLAIMS = {c["id"]: c for c in config["claims"]}
+POWER_CLAIMS = [i for i, c in CLAIMS.items() if c["metric"] in POWER_METRICS]
+N_CHUNKS = -(-POWER["replicates"] // POWER["chunk_size"])
+POWER_CODE = source_hash("recurstudy.power")
+
+
+def power_claim_inputs(wildcards):
+    """What one claim's simulation depends on (claimed value, model, risk sets), as JSON."""
+    return json.dumps(power_inputs(CLAIMS[wildcards.claim], config), sort_keys=True)
+
+
+def power_claim_code(wildcards):
+    inputs = power_inputs(CLAIMS[wildcards.claim], config)
+    return POWER_CODE + model_source_hash(inputs["spec"]["kind"])
+
+
+def power_claimed(wildcards):
+    return float(CLAIMS[wildcards.claim]["claimed"])
