@@ -24,6 +24,7 @@ from recurstudy.models.base import (
     Model,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     OptionError,
     failed,
     parse_options,
@@ -33,6 +34,7 @@ __all__ = [
     "TIDY_COLUMNS",
     "ModelResult",
     "ModelSpec",
+    "NotEstimable",
     "OptionError",
     "fit_spec",
     "get_model",
@@ -112,6 +114,8 @@ def fit_spec(spec: ModelSpec, data: dict[str, pd.DataFrame | None]) -> ModelResu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=FutureWarning)
             return model.fit(spec, **{d: data[d] for d in model.datasets})
+    except NotEstimable as exc:  # the one error path: the reason becomes the failed row
+        return failed(spec, exc.reason, **exc.counts)
     except Exception as exc:  # the workflow goes on; the message says what went wrong
         log.exception("model %s failed", spec.name)
         return failed(spec, f"failed: {type(exc).__name__}: {exc}")

@@ -329,6 +329,17 @@ def tidy(
     return table[TIDY_COLUMNS]
 
 
+class NotEstimable(Exception):
+    """The data cannot estimate the model (one arm, no events, a singular design, a diverging
+    fit...). Models raise it with the reason and the counts they know; the fitting layer
+    (:func:`recurstudy.models.fit_spec`, :func:`quietly`) turns it into the failed row."""
+
+    def __init__(self, reason: str, **counts: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.counts = counts
+
+
 def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
     """A result for a model that could not be estimated: one row, converged = False."""
     row = {c: np.nan for c in TIDY_COLUMNS}
@@ -352,6 +363,8 @@ def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
         warnings.simplefilter("ignore")
         try:
             return fit(spec, **data)
+        except NotEstimable as exc:
+            return failed(spec, exc.reason, **exc.counts)
         except Exception as exc:  # a data problem we did not foresee is still a result
             return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
 

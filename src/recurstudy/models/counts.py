@@ -42,8 +42,8 @@ from recurstudy.models.base import (
     Model,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     design,
-    failed,
     option,
     quietly,
     register,
@@ -115,13 +115,13 @@ class _Prepared:
         return out
 
 
-def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared | ModelResult:
-    """Checks and design; a failed() result for data problems (never raises)."""
+def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared:
+    """Checks and design; data problems raise :class:`NotEstimable` with the reason."""
     if counts is None or len(counts) == 0:
-        return failed(spec, "no participants in the counts dataset")
+        raise NotEstimable("no participants in the counts dataset")
     missing_cols = [c for c in ("arm", Y, EXPOSURE) if c not in counts.columns]
     if missing_cols:
-        return failed(spec, f"counts dataset lacks column(s) {missing_cols}")
+        raise NotEstimable(f"counts dataset lacks column(s) {missing_cols}")
     df = counts.copy()
     n_input = len(df)
     exposure = pd.to_numeric(df[EXPOSURE], errors="coerce")
@@ -129,8 +129,8 @@ def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared | ModelR
     n_zero = int((~keep).sum())
     df = df.loc[keep]
     if len(df) == 0:
-        return failed(
-            spec, f"no participant has positive exposure ({n_zero} with zero exposure dropped)"
+        raise NotEstimable(
+            f"no participant has positive exposure ({n_zero} with zero exposure dropped)"
         )
     if not isinstance(df["arm"].dtype, pd.CategoricalDtype):
         df["arm"] = pd.Categorical(
@@ -139,7 +139,7 @@ def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared | ModelR
     try:
         X, names = design(spec.formula, df, intercept=True)
     except Exception as exc:  # formula or column problems are results, not crashes
-        return failed(spec, f"cannot build the design matrix: {exc}")
+        raise NotEstimable(f"cannot build the design matrix: {exc}") from exc
     n_missing = len(df) - len(X)
     df = df.loc[X.index]
     y = pd.to_numeric(df[Y], errors="coerce").to_numpy(dtype=float)
@@ -153,27 +153,26 @@ def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared | ModelR
     note = prep.dropped_message()
     suffix = f" ({note})" if note else ""
     if prep.n == 0:
-        return failed(spec, "no participant left after dropping missing values" + suffix)
+        raise NotEstimable("no participant left after dropping missing values" + suffix)
     if np.any(y < 0) or np.any(y != np.round(y)):
-        return failed(spec, "n_episodes must be non-negative integers" + suffix, **counts_kw)
+        raise NotEstimable("n_episodes must be non-negative integers" + suffix, **counts_kw)
     term = spec.intervention_term
     arms_present = df["arm"].astype(str).unique()
     if len(arms_present) < 2 or term not in names:
-        return failed(spec, "only one arm among the analysed participants" + suffix, **counts_kw)
+        raise NotEstimable("only one arm among the analysed participants" + suffix, **counts_kw)
     if prep.n_events == 0:
-        return failed(spec, "no episodes in either arm" + suffix, **counts_kw)
+        raise NotEstimable("no episodes in either arm" + suffix, **counts_kw)
     for label in (spec.arms["control"], spec.arms["intervention"]):
         if y[(df["arm"].astype(str) == label).to_numpy()].sum() == 0:
-            return failed(
-                spec,
+            raise NotEstimable(
                 f"no episodes in the {label} arm: the rate ratio is not estimable"
                 " (separation)" + suffix,
                 **counts_kw,
             )
     if np.linalg.matrix_rank(prep.X) < prep.X.shape[1]:
-        return failed(spec, "the design matrix is rank deficient" + suffix, **counts_kw)
+        raise NotEstimable("the design matrix is rank deficient" + suffix, **counts_kw)
     if prep.n <= prep.X.shape[1]:
-        return failed(spec, "too few participants for the number of terms" + suffix, **counts_kw)
+        raise NotEstimable("too few participants for the number of terms" + suffix, **counts_kw)
     return prep
 
 
@@ -230,8 +229,6 @@ class _CountModel(Model):
 
     def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prep = _prepare(spec, data.get("counts"))
-        if isinstance(prep, ModelResult):
-            return prep
         return self._fit_prepared(spec, prep, prep.dropped_message())
 
     def _fit_prepared(self, spec: ModelSpec, prep: _Prepared, note: str) -> ModelResult:
@@ -304,7 +301,9 @@ class PoissonModel(_CountModel):
             try:
                 res = _poisson_glm(prep)
             except Exception as exc:  # numerical failure is a result
-                return failed(spec, _join(f"Poisson fit failed: {exc}", note), **prep.counts_kw)
+                raise NotEstimable(
+                    _join(f"Poisson fit failed: {exc}", note), **prep.counts_kw
+                ) from exc
         problems = _warning_messages(caught)
         beta = np.asarray(res.params)
         converged = bool(getattr(res, "converged", True)) and not problems and _finite(beta)
@@ -480,14 +479,15 @@ class NegativeBinomialModel(_CountModel):
                 pois = _poisson_glm(prep)
             res, problems = _fit_negbin(prep, pois)
         except Exception as exc:
-            return failed(spec, _join(f"negative binomial fit failed: {exc}", note), **counts_kw)
+            raise NotEstimable(
+                _join(f"negative binomial fit failed: {exc}", note), **counts_kw
+            ) from exc
         if res is None:
-            return failed(spec, _join("negative binomial fit failed", *problems, note), **counts_kw)
+            raise NotEstimable(_join("negative binomial fit failed", *problems, note), **counts_kw)
         params = np.asarray(res.params)
         beta, alpha = params[:-1], float(params[-1])
         if not alpha > 1e-8:
-            return failed(
-                spec,
+            raise NotEstimable(
                 _join(
                     "no overdispersion: the NB2 dispersion is at its boundary (alpha = 0,"
                     " theta = infinity); use the Poisson model",
@@ -659,16 +659,16 @@ class ZeroInflatedNegBinModel(_CountModel):
         try:
             Z, znames = _inflation_design(spec, prep.df)
         except Exception as exc:
-            return failed(
-                spec, _join(f"cannot build the inflation design: {exc}", note), **counts_kw
-            )
+            raise NotEstimable(
+                _join(f"cannot build the inflation design: {exc}", note), **counts_kw
+            ) from exc
         if not np.all(np.isfinite(Z)):
-            return failed(
-                spec, _join("missing values in the inflation covariates", note), **counts_kw
+            raise NotEstimable(
+                _join("missing values in the inflation covariates", note), **counts_kw
             )
         if not np.any(prep.y == 0):
-            return failed(
-                spec, _join("no zero counts: zero inflation is not estimable", note), **counts_kw
+            raise NotEstimable(
+                _join("no zero counts: zero inflation is not estimable", note), **counts_kw
             )
         step = float(spec.options.get("hessian_step", 1e-5))
         X, y, off = prep.X, prep.y, prep.offset
@@ -683,7 +683,7 @@ class ZeroInflatedNegBinModel(_CountModel):
         try:
             start, optimiser, par, sm_llf, sm_problems = self._fit_statsmodels(prep, Z)
         except Exception as exc:  # numerical failure is a result
-            return failed(spec, _join(f"ZINB fit failed: {exc}", note), **counts_kw)
+            raise NotEstimable(_join(f"ZINB fit failed: {exc}", note), **counts_kw) from exc
         if par is None:
             # statsmodels gave no usable estimate: BFGS on the analytic score from the same start,
             # as pscl does (optim BFGS, log theta unconstrained).
