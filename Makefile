@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= 2
 
-.PHONY: report test venv lint lock demo clean browser
+.PHONY: report test test-fast venv lint lock demo clean browser
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ report: venv
 test: venv browser
 	$(BIN)/python -m pytest -q
 
+# Everything that does not need a whole workflow run (the development loop: under a minute).
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not workflow" -p no:cacheprovider
+
 # Headless Chromium (Debian package) for tests/test_browser.py, installed when missing and when
 # we may (root with apt-get); otherwise that one test is skipped and says why.
 browser:
@@ -38,6 +42,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
+	$(BIN)/mypy
 
 # Regenerate the lock after changing dependencies in pyproject.toml (needs uv).
 lock:

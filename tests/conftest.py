@@ -40,3 +40,14 @@ def read_cohort(path: Path) -> pd.DataFrame:
 def num(values) -> np.ndarray:
     """R's JSON (null for NA) as floats."""
     return np.array([np.nan if v is None else v for v in np.atleast_1d(values)], dtype=float)
+
+
+# Fixtures whose use means a whole workflow run: tests using them are marked `workflow` and are
+# left out of `make test-fast`.
+WORKFLOW_FIXTURES = {"demo_report", "demo_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if WORKFLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.workflow)

@@ -262,7 +262,8 @@ class Model:
             r_call=self.r_call,
         )
 
-    def fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:  # pragma: no cover
+    def fit(self, spec: ModelSpec, *args: Any, **data: Any) -> ModelResult:  # pragma: no cover
+        """Fit on the datasets named in `datasets` (keyword arguments)."""
         raise NotImplementedError
 
 
@@ -342,7 +343,7 @@ class NotEstimable(Exception):
 
 def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
     """A result for a model that could not be estimated: one row, converged = False."""
-    row = {c: np.nan for c in TIDY_COLUMNS}
+    row: dict[str, Any] = {c: np.nan for c in TIDY_COLUMNS}
     row.update(
         model=spec.name,
         term=spec.intervention_term,

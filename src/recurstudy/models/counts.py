@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -317,7 +317,9 @@ class PoissonModel(_CountModel):
         hc1 = hc0 * n / (n - p)
         llf = float(res.llf)  # includes -log(y!), as R's logLik
         message = _join(note, *problems, "" if converged else "Poisson IRLS did not converge")
-        common = dict(log_likelihood=llf, converged=converged, message=message, **prep.counts_kw)
+        common: dict[str, Any] = dict(
+            log_likelihood=llf, converged=converged, message=message, **prep.counts_kw
+        )
         table = tidy(spec, prep.names, beta, np.sqrt(np.diag(hc0)), robust=True, **common)
         pearson = float(np.sum((prep.y - mu) ** 2 / mu))
         df_resid = n - p
@@ -400,7 +402,7 @@ def _score_tolerance(n: int) -> float:
     return 1e-6 * max(1.0, float(n))
 
 
-def _fit_negbin(prep: _Prepared, pois) -> tuple[object | None, list[str]]:
+def _fit_negbin(prep: _Prepared, pois) -> tuple[Any | None, list[str]]:
     """statsmodels' discrete NB2 by maximum likelihood: Newton, else BFGS then Newton.
 
     Starts from the Poisson coefficients and the moment estimate of alpha. An attempt is accepted
@@ -516,7 +518,9 @@ class NegativeBinomialModel(_CountModel):
         llf_pois = float(pois.llf)
         lr = max(0.0, 2.0 * (llf - llf_pois))
         message = _join(note, *problems, "" if converged else "NB2 fit did not converge")
-        common = dict(log_likelihood=llf, converged=converged, message=message, **counts_kw)
+        common: dict[str, Any] = dict(
+            log_likelihood=llf, converged=converged, message=message, **counts_kw
+        )
         table = tidy(spec, prep.names, beta, np.sqrt(np.diag(bread)), robust=False, **common)
         dispersion = pd.DataFrame(
             [
