@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from recurstudy.claims import VERDICTS, add_power, e_value, evaluate_claim, verdict
+from recurstudy.claims import VERDICTS, add_power, e_value, evaluate_claim, evaluate_claims, verdict
 from recurstudy.derive import derive_all
 from recurstudy.models import fit_spec, model_specs
 from recurstudy.models.base import TIDY_COLUMNS
@@ -18,23 +18,74 @@ from recurstudy.simulate import SimulationParams, simulate_cohort
 ARMS = {"control": "control", "intervention": "intervention"}
 
 
+def _case(rr: float, lo: float, hi: float) -> tuple[float, float]:
+    """(log RR, SE) of a ratio whose 95% interval is [lo, hi] on the ratio scale."""
+    assert math.isclose(math.log(rr), (math.log(lo) + math.log(hi)) / 2, rel_tol=1e-9)
+    return math.log(rr), (math.log(hi) - math.log(lo)) / (2 * 1.959963984540054)
+
+
+def _ci(reduction_lo, reduction_hi):
+    """A case from a 95% interval on the reduction scale."""
+    rr_lo, rr_hi = 1 - reduction_hi, 1 - reduction_lo
+    rr = math.sqrt(rr_lo * rr_hi)
+    return _case(rr, rr_lo, rr_hi)
+
+
 @pytest.mark.parametrize(
-    ("est", "lo", "hi", "margin", "expected"),
+    ("interval", "claimed", "margin", "expected"),
     [
-        (0.70, 0.55, 0.80, None, "supported"),  # holds 0.68, excludes 0
-        (0.70, 0.55, 0.80, 0.05, "consistent but imprecise"),  # wider than the margin
-        (0.69, 0.65, 0.72, 0.05, "supported"),  # within the margin
-        (0.50, -0.10, 0.75, None, "consistent but imprecise"),  # holds 0.68 and 0
-        (0.40, 0.25, 0.55, None, "smaller than claimed"),  # excludes 0.68 and 0
-        (0.05, -0.20, 0.25, None, "contradicted"),  # excludes 0.68, holds 0
-        (-0.30, -0.60, -0.05, None, "contradicted"),  # harm
-        (0.90, 0.85, 0.95, None, "supported"),  # larger than claimed
-        (float("nan"), 0.1, 0.2, None, "not estimable"),
+        # the demo: 70% (62% to 77%), claim 68%, margin 0.10: the 90% interval is within ±0.10
+        ((0.62, 0.77), 0.68, 0.10, "supported"),
+        # R's cgd: 64% (34% to 81%) for a 68% claim: holds the claim, far too wide
+        ((0.34, 0.81), 0.68, 0.10, "consistent but imprecise"),
+        # an interval of 2% to 90% holds everything and supports nothing
+        ((0.02, 0.90), 0.68, 0.10, "consistent but imprecise"),
+        # a claim of 20% with 62% to 77%: the effect is larger than claimed
+        ((0.62, 0.77), 0.20, 0.10, "larger than claimed"),
+        ((0.25, 0.55), 0.68, 0.10, "smaller than claimed"),
+        ((-0.20, 0.25), 0.68, 0.10, "contradicted"),
+        ((-0.80, -0.05), 0.68, 0.10, "contradicted"),  # harm
+        # a narrow interval just above the claim but inside the margin: supported first
+        ((0.70, 0.74), 0.68, 0.10, "supported"),
+        # a tighter margin turns the demo into consistent but imprecise
+        ((0.62, 0.77), 0.68, 0.03, "consistent but imprecise"),
     ],
 )
-def test_verdict_rules(est, lo, hi, margin, expected):
-    v, reason = verdict(est, lo, hi, 0.68, margin)
+def test_verdict_rules(interval, claimed, margin, expected):
+    x, se = _ci(*interval)
+    v, reason = verdict(x, se, claimed, margin)
     assert v == expected and v in VERDICTS and reason
+
+
+def test_verdict_not_estimable():
+    assert verdict(float("nan"), 0.1, 0.68)[0] == "not estimable"
+    assert verdict(-1.0, 0.0, 0.68)[0] == "not estimable"
+
+
+def test_tost_matches_the_90_percent_interval():
+    """TOST p < 0.05 exactly when the 90% interval lies within claimed ± margin."""
+    from recurstudy.claims import interval, tost_p
+
+    z90 = stats.norm.ppf(0.95)
+    for x in np.linspace(math.log(0.2), math.log(0.5), 41):
+        for se in (0.02, 0.05, 0.1, 0.2):
+            lo, hi = interval(x, se, z90, "log_ratio")
+            inside = 0.58 <= lo and hi <= 0.78
+            p = tost_p(x, se, 0.68, 0.10, "log_ratio")
+            assert (p < 0.05) == inside, (x, se, p, lo, hi)
+    # hand value: reduction scale, estimate 0.70, SE 0.04, bounds 0.58 and 0.78:
+    # max(P(Z > (0.70 - 0.58) / 0.04), P(Z > (0.78 - 0.70) / 0.04)) = P(Z > 2)
+    assert tost_p(0.70, 0.04, 0.68, 0.10, "reduction") == pytest.approx(stats.norm.sf(2.0))
+
+
+def test_multiplicity_adjustment():
+    from recurstudy.claims import adjust_p_values
+
+    p = [0.01, 0.04, 0.03, 0.20]
+    assert adjust_p_values(p, "fixed_sequence") == pytest.approx([0.01, 0.04, 0.04, 0.20])
+    # Holm by hand: sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1 -> 0.04, 0.09, 0.09, 0.20
+    assert adjust_p_values(p, "holm") == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    assert math.isnan(adjust_p_values([0.01, float("nan")], "holm")[1])
 
 
 def _estimates(beta, se, converged=True, model="negbin_rate"):
@@ -85,6 +136,7 @@ def test_pain_claim_reads_percent_change(tmp_path):
             "percent_change": [0.0, -60.0],
             "conf_low": [0.0, -70.0],
             "conf_high": [0.0, -50.0],
+            "se_percent_change": [0.0, 10.0 / 1.959963984540054],
         }
     ).to_csv(tmp_path / "pain_mixed" / "percent_change.csv", index=False)
     claim = {"id": "p", "statement": "s", "metric": "pain_reduction", "claimed": 0.82}
@@ -92,6 +144,44 @@ def test_pain_claim_reads_percent_change(tmp_path):
     assert out["estimate"] == pytest.approx(0.60)
     assert (out["conf_low"], out["conf_high"]) == pytest.approx((0.50, 0.70))
     assert out["verdict"] == "smaller than claimed"
+    assert out["contrast"] == "within_arm"
+
+
+def _two_claims(p1_beta, p2_beta, method, primary_second=False):
+    est = pd.concat(
+        [_estimates(p1_beta, 0.08, model="m1"), _estimates(p2_beta, 0.08, model="m2")],
+        ignore_index=True,
+    )
+    claims = [
+        {**CLAIM, "id": "first", "model": "m1"},
+        {**CLAIM, "id": "second", "model": "m2", "primary": primary_second},
+    ]
+    return est, {"arms": ARMS, "claims": claims, "multiplicity": method}
+
+
+def test_primary_first_and_secondary_adjusted(tmp_path):
+    est, config = _two_claims(math.log(0.32), math.log(0.32), "holm", primary_second=True)
+    out = evaluate_claims(config, est, tmp_path)
+    assert list(out["claim_id"]) == ["second", "first"] and list(out["primary"]) == [True, False]
+    assert out["multiplicity"].tolist() == ["", "holm"]
+    # one secondary: Holm leaves it, the primary's gate is max(p_primary, p)
+    assert out["p_value_adjusted"].iloc[0] == pytest.approx(out["p_value_tost"].iloc[0])
+    assert out["p_value_adjusted"].iloc[1] == pytest.approx(out["p_value_tost"].max())
+    assert (out["verdict"] == "supported").all()
+
+
+def test_secondary_not_supported_when_primary_fails(tmp_path):
+    """Gatekeeping: a secondary claim whose own TOST would pass is not supported when the
+    primary is not: its adjusted p carries the primary's."""
+    for method in ("holm", "fixed_sequence"):
+        est, config = _two_claims(math.log(0.9), math.log(0.32), method)
+        out = evaluate_claims(config, est, tmp_path).set_index("claim_id")
+        assert out.loc["second", "p_value_tost"] < 0.05
+        assert out.loc["second", "p_value_adjusted"] == pytest.approx(
+            out.loc["first", "p_value_tost"]
+        )
+        assert out.loc["second", "verdict"] == "consistent but imprecise"
+        assert "multiplicity-adjusted" in out.loc["second", "reason"]
 
 
 def test_add_power_and_e_value():

@@ -4,35 +4,52 @@ A claim says the intervention reduced something by a fraction ``claimed`` (0.68 
 estimate is read from one model's intervention term:
 
 - ``rate_reduction`` / ``hazard_reduction``: ``1 - exp(beta)`` (1 - rate ratio / hazard ratio),
-  with the interval ``1 - exp(conf_high) .. 1 - exp(conf_low)``; the test against the claimed
-  value is the Wald z of ``beta - log(1 - claimed)``.
-- ``pain_reduction``: the percent reduction of mean pain from baseline in the intervention arm at
-  the claim week, from the pain model's ``percent_change`` table (delta-method interval).
+  with Wald intervals on the log-ratio scale mapped to the reduction scale; the test against the
+  claimed value is the Wald z of ``beta - log(1 - claimed)``.
+- ``pain_reduction``: the percent reduction of mean pain (see :func:`_pain_claim`).
 
-The verdict, with reduction scale estimate ``r``, interval ``[lo, hi]`` and claimed ``c``
-(see :func:`verdict`, tested on constructed cases):
+**The verdict rule** (:func:`verdict`; written in the README and the report's methods, tested on
+constructed cases and public data). With ``c`` the claimed reduction, ``m`` the equivalence
+margin (``margin``, default 0.10 on the reduction scale), and Wald intervals computed on the
+estimate's working scale (log ratio for ratio claims) and mapped to the reduction scale:
 
-1. ``not estimable``: the model did not converge, or the estimate or its interval is missing.
-2. ``c`` inside ``[lo, hi]``: ``supported`` if the interval also excludes no effect (``lo > 0``)
-   and, when an equivalence ``margin`` is given, lies within ``[c - margin, c + margin]``;
-   otherwise ``consistent but imprecise``.
-3. ``hi < c`` (the data rule out an effect as large as claimed): ``smaller than claimed`` if the
-   interval still excludes no effect (``lo > 0``), else ``contradicted``.
-4. ``lo > c`` (the effect is larger than claimed): ``supported`` (the claim is conservative).
+1. ``not estimable``: the model did not converge, or the estimate or its standard error is
+   missing;
+2. ``supported``: the 90% interval lies within ``[c - m, c + m]``, i.e. both one-sided tests of
+   the equivalence bounds reject at 5% (TOST; ``p_value_tost`` is the larger one-sided p); for a
+   secondary claim the multiplicity-adjusted TOST p-value must be below 0.05;
+3. ``larger than claimed``: the whole 95% interval lies above ``c``;
+4. ``smaller than claimed``: the whole 95% interval lies below ``c`` and excludes no effect;
+5. ``contradicted``: the whole 95% interval lies below ``c`` and includes no effect;
+6. ``consistent but imprecise``: ``c`` lies inside the 95% interval, which is too wide for
+   ``supported``.
+
+**Multiplicity.** One claim is primary (``primary: true``; the first claim when none is marked);
+the others are secondary. The primary is tested at 5%; the secondary claims are tested either
+in the declared order (``multiplicity: fixed_sequence``: each claim's adjusted p is the largest
+TOST p of the claims up to it, the primary included) or, gated by the primary, with Holm's
+step-down correction among themselves (``multiplicity: holm``, the default: adjusted p =
+max(Holm p, primary's p)). ``p_value_adjusted`` holds the adjusted TOST p-value; a secondary
+claim is ``supported`` only when it is below 0.05.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recurstudy.contract import arm_labels, intervention_term
+
 VERDICTS = (
     "supported",
+    "larger than claimed",
     "consistent but imprecise",
     "smaller than claimed",
     "contradicted",
@@ -44,44 +61,122 @@ DEFAULT_MODEL = {
     "hazard_reduction": "andersen_gill",
     "pain_reduction": "pain_mixed",
 }
+DEFAULT_MARGIN = 0.10
+ALPHA = 0.05
 
 CLAIM_COLUMNS = [
     "claim_id",
     "statement",
     "metric",
     "model",
+    "primary",
+    "contrast",
     "claimed",
+    "margin",
     "estimate",
     "conf_low",
     "conf_high",
+    "conf_low_90",
+    "conf_high_90",
     "claimed_in_ci",
     "p_value_no_effect",
     "p_value_claimed",
+    "p_value_tost",
+    "p_value_adjusted",
+    "multiplicity",
     "verdict",
     "reason",
 ]
 
+_Z95 = float(stats.norm.ppf(0.975))
+_Z90 = float(stats.norm.ppf(0.95))
+
+
+def to_reduction(x: float, scale: str) -> float:
+    """A working-scale value as a reduction: ``1 - exp(x)`` for a log ratio, ``x`` itself for a
+    reduction (decreasing in `x` on the log-ratio scale)."""
+    if scale == "log_ratio":
+        return 1.0 - math.exp(x)
+    return float(x)
+
+
+def from_reduction(r: float, scale: str) -> float:
+    """A reduction on the working scale (``log(1 - r)``; -inf for r >= 1, as no ratio is <= 0)."""
+    if scale == "log_ratio":
+        return math.log(1.0 - r) if r < 1.0 else -math.inf
+    return float(r)
+
+
+def interval(x: float, se: float, z: float, scale: str) -> tuple[float, float]:
+    """The Wald interval ``x -/+ z se`` on the working scale, as a reduction (low, high)."""
+    a, b = to_reduction(x - z * se, scale), to_reduction(x + z * se, scale)
+    return (min(a, b), max(a, b))
+
+
+def tost_p(x: float, se: float, claimed: float, margin: float, scale: str) -> float:
+    """The two-one-sided-tests p-value of ``claimed - margin < reduction < claimed + margin``:
+    the larger of the two one-sided Wald p-values (its 90% interval lies within the bounds
+    exactly when it is below 0.05)."""
+    lower, upper = claimed - margin, claimed + margin
+    # On the reduction scale H0a: r <= lower, H0b: r >= upper; on the log-ratio scale these are
+    # x >= log(1 - lower) and x <= log(1 - upper) (the map is decreasing).
+    ps = []
+    for bound, above in ((lower, True), (upper, False)):
+        w = from_reduction(bound, scale)
+        if not math.isfinite(w):
+            ps.append(0.0)  # the bound is outside the parameter space: always rejected
+            continue
+        z = (x - w) / se
+        if scale == "log_ratio":
+            z = -z  # a larger reduction is a smaller log ratio
+        ps.append(float(stats.norm.sf(z)) if above else float(stats.norm.cdf(z)))
+    return max(ps)
+
 
 def verdict(
-    estimate: float, lo: float, hi: float, claimed: float, margin: float | None = None
+    x: float,
+    se: float,
+    claimed: float,
+    margin: float = DEFAULT_MARGIN,
+    scale: str = "log_ratio",
+    p_tost: float | None = None,
 ) -> tuple[str, str]:
-    """The verdict and its reason for a reduction estimate with interval [lo, hi]."""
-    if any(v is None or not math.isfinite(v) for v in (estimate, lo, hi)):
-        return "not estimable", "no estimate or interval"
-    if lo <= claimed <= hi:
-        if lo <= 0:
-            return "consistent but imprecise", "the interval holds the claim and no effect"
-        if margin is not None and (lo < claimed - margin or hi > claimed + margin):
-            return (
-                "consistent but imprecise",
-                f"the interval holds the claim but is wider than the margin ±{margin:g}",
-            )
-        return "supported", "the interval holds the claim and excludes no effect"
+    """The verdict and its reason (see the module docstring) for a working-scale estimate `x`
+    with standard error `se`. `p_tost` overrides the TOST p-value (a multiplicity-adjusted one
+    for secondary claims)."""
+    if any(v is None or not math.isfinite(v) for v in (x, se)) or not se > 0:
+        return "not estimable", "no estimate or standard error"
+    lo, hi = interval(x, se, _Z95, scale)
+    lo90, hi90 = interval(x, se, _Z90, scale)
+    p = tost_p(x, se, claimed, margin, scale) if p_tost is None else p_tost
+    within = f"within the claim ±{margin:g} ({_pct(claimed - margin)} to {_pct(claimed + margin)})"
+    if p < ALPHA:
+        return "supported", f"the 90% interval ({_pct(lo90)} to {_pct(hi90)}) lies {within}"
+    if lo > claimed:
+        return "larger than claimed", "the whole 95% interval lies above the claim"
     if hi < claimed:
         if lo > 0:
-            return "smaller than claimed", "the interval excludes the claim and no effect"
-        return "contradicted", "the interval excludes the claim but not no effect"
-    return "supported", "the effect is larger than claimed (the interval lies above it)"
+            return (
+                "smaller than claimed",
+                "the 95% interval lies below the claim, excludes no effect",
+            )
+        return "contradicted", "the 95% interval lies below the claim and includes no effect"
+    if lo90 >= claimed - margin and hi90 <= claimed + margin:
+        # within the bounds but the (adjusted) TOST p is not below alpha: multiplicity
+        return (
+            "consistent but imprecise",
+            f"the 90% interval lies {within}, but the multiplicity-adjusted p-value is "
+            f"{p:.3g} (not below {ALPHA:g})",
+        )
+    return (
+        "consistent but imprecise",
+        f"the 95% interval holds the claim, but the 90% interval ({_pct(lo90)} to {_pct(hi90)}) "
+        f"is not {within}",
+    )
+
+
+def _pct(r: float) -> str:
+    return f"{100 * r:.0f}%"
 
 
 def _two_sided(z: float) -> float:
@@ -90,51 +185,61 @@ def _two_sided(z: float) -> float:
 
 def _ratio_claim(row: pd.Series, claimed: float) -> dict[str, Any]:
     beta, se = float(row["estimate"]), float(row["std_error"])
-    lo, hi = float(row["conf_low"]), float(row["conf_high"])
     z_claim = (beta - math.log(1.0 - claimed)) / se if claimed < 1 and se > 0 else float("nan")
     return {
-        "estimate": 1.0 - math.exp(beta),
-        "conf_low": 1.0 - math.exp(hi),
-        "conf_high": 1.0 - math.exp(lo),
+        "scale": "log_ratio",
+        "x": beta,
+        "se": se,
         "p_value_no_effect": float(row["p_value"]),
         "p_value_claimed": _two_sided(z_claim),
     }
 
 
 def _pain_claim(pc: pd.DataFrame, arm: str, week: int, claimed: float) -> dict[str, Any]:
+    """Within-arm percent reduction of mean NRS from baseline (descriptive: it includes the
+    control arm's own change), from the pain model's ``percent_change`` table."""
     row = pc[(pc["arm"].astype(str) == arm) & (pc["week"] == week)]
     if row.empty:
         raise KeyError(f"no percent change for arm {arm} at week {week}")
     r = row.iloc[0]
     # percent_change holds the (negative) change from baseline; a reduction is its negative.
     est = -float(r["percent_change"]) / 100.0
-    lo, hi = -float(r["conf_high"]) / 100.0, -float(r["conf_low"]) / 100.0
-    se = (hi - lo) / (2 * stats.norm.ppf(0.975))
+    se = float(r["se_percent_change"]) / 100.0
     return {
-        "estimate": est,
-        "conf_low": lo,
-        "conf_high": hi,
+        "scale": "reduction",
+        "x": est,
+        "se": se,
         "p_value_no_effect": _two_sided(est / se) if se > 0 else float("nan"),
         "p_value_claimed": _two_sided((est - claimed) / se) if se > 0 else float("nan"),
     }
 
 
+def claim_model(claim: Mapping[str, Any]) -> str:
+    """The model a claim reads (its `model`, or the metric's default)."""
+    return str(claim.get("model") or DEFAULT_MODEL[claim["metric"]])
+
+
 def evaluate_claim(
     claim: dict[str, Any], estimates: pd.DataFrame, models_dir: str | Path, config: dict[str, Any]
 ) -> dict[str, Any]:
-    """One row of results/claims.csv for `claim` (a config entry)."""
+    """One row of results/claims.csv for `claim` (a config entry), judged on its own TOST
+    p-value (as a primary claim); :func:`evaluate_claims` applies the multiplicity rule."""
     metric = claim["metric"]
-    model = claim.get("model") or DEFAULT_MODEL[metric]
+    model = claim_model(claim)
     claimed = float(claim["claimed"])
+    margin = claim.get("margin")
+    margin = DEFAULT_MARGIN if margin is None else float(margin)
     out: dict[str, Any] = {
         "claim_id": claim["id"],
         "statement": claim["statement"],
         "metric": metric,
         "model": model,
+        "primary": bool(claim.get("primary", False)),
+        "contrast": claim.get("contrast", "within_arm") if metric == "pain_reduction" else "",
         "claimed": claimed,
+        "margin": margin,
     }
-    arms = config.get("arms", {"control": "control", "intervention": "intervention"})
-    term = f"arm[T.{arms['intervention']}]"
+    term = intervention_term(config)
     rows = estimates[(estimates["model"] == model) & (estimates["term"] == term)]
     values: dict[str, Any] = {}
     why = ""
@@ -147,32 +252,88 @@ def evaluate_claim(
         week = int(claim.get("week", 6))
         path = Path(models_dir) / model / "percent_change.csv"
         try:
-            values = _pain_claim(pd.read_csv(path), arms["intervention"], week, claimed)
+            values = _pain_claim(pd.read_csv(path), arm_labels(config)[1], week, claimed)
         except (OSError, KeyError) as exc:
             why = f"no percent change from the pain model: {exc}"
     else:
         values = _ratio_claim(rows.iloc[0], claimed)
-    out.update(values)
+    if values and not (math.isfinite(values["x"]) and values["se"] > 0):
+        why, values = f"model {model} gave no finite estimate and standard error", {}
     if values:
-        v, reason = verdict(
-            values["estimate"],
-            values["conf_low"],
-            values["conf_high"],
-            claimed,
-            claim.get("margin"),
-        )
-        out["claimed_in_ci"] = bool(values["conf_low"] <= claimed <= values["conf_high"])
+        x, se, scale = values.pop("x"), values.pop("se"), values.pop("scale")
+        out["estimate"] = to_reduction(x, scale)
+        out["conf_low"], out["conf_high"] = interval(x, se, _Z95, scale)
+        out["conf_low_90"], out["conf_high_90"] = interval(x, se, _Z90, scale)
+        out["claimed_in_ci"] = bool(out["conf_low"] <= claimed <= out["conf_high"])
+        out["p_value_tost"] = tost_p(x, se, claimed, margin, scale)
+        out.update(values)
+        out["verdict"], out["reason"] = verdict(x, se, claimed, margin, scale)
+        out["_working"] = (x, se, scale)  # for the multiplicity-adjusted verdict
     else:
-        v, reason = "not estimable", why
-    out["verdict"], out["reason"] = v, reason
+        out["verdict"], out["reason"] = "not estimable", why
     return out
+
+
+def adjust_p_values(p: list[float], method: str) -> list[float]:
+    """Adjusted p-values in the declared order (the primary first): ``fixed_sequence`` (each is
+    the largest p up to it: a claim is tested only when those before it were rejected) or
+    ``holm`` (Holm's step-down). Missing p-values stay missing and do not stop the sequence
+    from being reported (they count as not rejected: 1.0)."""
+    q = np.array([1.0 if v is None or not math.isfinite(v) else float(v) for v in p])
+    if method == "fixed_sequence":
+        adj = np.maximum.accumulate(q)
+    elif method == "holm":
+        m = len(q)
+        order = np.argsort(q, kind="stable")
+        stepped = np.maximum.accumulate((m - np.arange(m)) * q[order])
+        adj = np.empty(m)
+        adj[order] = np.minimum(stepped, 1.0)
+    else:
+        raise ValueError(f"unknown multiplicity method {method!r} (fixed_sequence or holm)")
+    return [
+        float("nan") if v is None or not math.isfinite(v) else float(a)
+        for v, a in zip(p, adj, strict=True)
+    ]
+
+
+def ordered_claims(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The claims with the primary first (the first claim when none is marked), then the
+    secondary ones in the declared order; each with ``primary`` set."""
+    claims = [dict(c) for c in config.get("claims") or []]
+    if not claims:
+        return []
+    marked = [i for i, c in enumerate(claims) if c.get("primary")]
+    first = marked[0] if marked else 0
+    claims = [claims[first]] + [c for i, c in enumerate(claims) if i != first]
+    for i, c in enumerate(claims):
+        c["primary"] = i == 0
+    return claims
 
 
 def evaluate_claims(
     config: dict[str, Any], estimates: pd.DataFrame, models_dir: str | Path
 ) -> pd.DataFrame:
-    """Every configured claim evaluated (results/claims.csv)."""
-    rows = [evaluate_claim(c, estimates, models_dir, config) for c in config.get("claims", [])]
+    """Every configured claim evaluated (results/claims.csv): primary first, multiplicity-adjusted
+    TOST p-values, and the verdicts (secondary claims judged on their adjusted p)."""
+    method = str(config.get("multiplicity") or "holm")
+    rows = [evaluate_claim(c, estimates, models_dir, config) for c in ordered_claims(config)]
+    p = [r.get("p_value_tost") for r in rows]
+    if method == "holm" and len(rows) > 1:
+        # The primary is tested at alpha; it gates the secondary family, Holm-corrected within.
+        gate = adjust_p_values(p[:1], "fixed_sequence")[0]
+        holm = adjust_p_values(p[1:], "holm")
+        adjusted = [p[0], *(max(h, gate) if math.isfinite(h) else h for h in holm)]
+    else:
+        adjusted = adjust_p_values(p, "fixed_sequence")
+    for row, p_adj in zip(rows, adjusted, strict=True):
+        row["multiplicity"] = "" if row["primary"] else method
+        row["p_value_adjusted"] = p_adj
+        working = row.pop("_working", None)
+        if working is not None:
+            x, se, scale = working
+            row["verdict"], row["reason"] = verdict(
+                x, se, row["claimed"], row["margin"], scale, p_tost=p_adj
+            )
     return pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
 
 

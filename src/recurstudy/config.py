@@ -131,6 +131,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     ids = [c["id"] for c in config.get("claims", [])]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         lines.append(f"claims: the id '{dup}' is used twice")
+    primary = [c["id"] for c in config.get("claims", []) if c.get("primary")]
+    if len(primary) > 1:
+        lines.append(f"claims: only one claim can be primary, not {', '.join(primary)}")
     lines += _model_and_claim_errors(config)
     if lines:
         raise ConfigError(_message(lines))

@@ -29,7 +29,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "validate": ("data", "arms", "covariates", "adjust_for", "on_invalid"),
     "derive": ("arms", "covariates", "exclude_episode_time", "washout_days"),
     "power_design": ("arms",),
-    "claims": ("arms", "claims"),
+    "claims": ("arms", "claims", "multiplicity"),
     "sensitivity": ("arms", "design", "adjust_for", "covariates"),
     "report": ("*",),
 }
