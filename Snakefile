@@ -17,6 +17,7 @@ rule all:
         expand("results/analysis/{name}.parquet", name=ANALYSIS),
         "results/estimates.csv",
         "results/claims.csv",
+        "results/plan_status.json",
         "results/sensitivity/forest.csv",
         "reports/report.html",
         "reports/manifest.json",

@@ -337,6 +337,71 @@ def evaluate_claims(
     return pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
 
 
+AGREEMENT_COLUMNS = [
+    "claim_id",
+    "model",
+    "title",
+    "group",
+    "primary_model",
+    "estimate",
+    "conf_low",
+    "conf_high",
+    "same_direction",
+    "claim_in_ci",
+    "agrees",
+    "verdict",
+]
+
+
+def sensitivity_agreement(
+    config: dict[str, Any], estimates: pd.DataFrame, claims: pd.DataFrame
+) -> pd.DataFrame:
+    """Every ratio model other than a rate or hazard claim's own, as a sensitivity analysis of
+    that claim: its reduction and 95% interval, whether it agrees (same direction as the
+    claim's estimate, claim inside its interval) and the verdict the same rule would give it
+    (unadjusted, the claim's margin)."""
+    from recurstudy.models import get_model, model_specs
+
+    described = {s.name: get_model(s.kind).describe(s) for s in model_specs(config)}
+    term = intervention_term(config)
+    arm = estimates[(estimates["term"] == term)].drop_duplicates("model").set_index("model")
+    rows = []
+    for c in claims.itertuples():
+        if c.metric == "pain_reduction":
+            continue
+        for name, d in described.items():
+            if name == c.model or not d.ratio or name not in arm.index:
+                continue
+            r = arm.loc[name]
+            row: dict[str, Any] = {
+                "claim_id": c.claim_id,
+                "model": name,
+                "title": d.title,
+                "group": d.group,
+                "primary_model": c.model,
+            }
+            x, se = float(r["estimate"]), float(r["std_error"])
+            if not (bool(r["converged"]) and math.isfinite(x) and math.isfinite(se) and se > 0):
+                row["verdict"] = "not estimable"
+                rows.append(row)
+                continue
+            lo, hi = interval(x, se, _Z95, "log_ratio")
+            est = to_reduction(x, "log_ratio")
+            same = math.isfinite(c.estimate) and (est > 0) == (c.estimate > 0)
+            inside = lo <= c.claimed <= hi
+            row.update(
+                estimate=est,
+                conf_low=lo,
+                conf_high=hi,
+                same_direction=bool(same),
+                claim_in_ci=bool(inside),
+                agrees=bool(same and inside),
+                verdict=verdict(x, se, c.claimed, c.margin, "log_ratio")[0],
+            )
+            rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=AGREEMENT_COLUMNS)
+
+
 def add_power(table: pd.DataFrame, power: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Join each claim's simulated power (power, Monte Carlo SE, minimum detectable effect)."""
     out = table.copy()
@@ -375,4 +440,12 @@ def e_value(rr: float, lo: float, hi: float) -> dict[str, float]:
     return {"e_value": ev(rr), "e_value_ci": ev(limit) if limit != 1.0 else 1.0}
 
 
-__all__ = ["VERDICTS", "add_power", "e_value", "evaluate_claims", "verdict", "write_claims"]
+__all__ = [
+    "VERDICTS",
+    "add_power",
+    "e_value",
+    "evaluate_claims",
+    "sensitivity_agreement",
+    "verdict",
+    "write_claims",
+]

@@ -1,4 +1,4 @@
-"""The `recurstudy` command: simulate, validate, derive, audit (what the workflow rules call)."""
+"""The `recurstudy` command: simulate, validate, derive, plan lock/check, audit."""
 
 from __future__ import annotations
 
@@ -46,6 +46,24 @@ def _audit(args: argparse.Namespace) -> int:
     )
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recurstudy import plan
+    from recurstudy.config import load_config
+
+    config = load_config(args.config)
+    run_dir = Path(args.directory) if args.directory else Path(args.config).resolve().parent
+    path = plan.plan_path(config, run_dir)
+    if args.action == "lock":
+        record = plan.lock(config, path, today=args.date)
+        print(f"plan locked on {record['locked_on']}: {path} (sha256 {record['sha256'][:12]})")
+        return 0
+    st = plan.status(config, path)
+    print(st["statement"])
+    return 0 if st["prespecified"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `recurstudy` console script."""
     parser = argparse.ArgumentParser(prog="recurstudy", description=__doc__)
@@ -77,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     der.add_argument("--out", default="results/analysis")
     der.set_defaults(func=_derive)
 
+    pl = sub.add_parser("plan", help="lock the analysis plan, or check a config against it")
+    pl.add_argument("action", choices=["lock", "check"])
+    pl.add_argument("--config", required=True, help="the study's config.yaml")
+    pl.add_argument("--directory", help="run folder (default: the config's folder)")
+    pl.add_argument("--date", help="the lock date (YYYY-MM-DD; default: today, UTC)")
+    pl.set_defaults(func=_plan)
+
     aud = sub.add_parser("audit", help="re-run the workflow from a manifest and compare hashes")
     aud.add_argument("manifest", help="reports/manifest.json of a run")
     aud.add_argument("--cores", type=int, default=2)
@@ -90,13 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     from recurstudy.config import ConfigError
+    from recurstudy.plan import PlanError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded beside simulated data (truth.json)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, PlanError) as exc:
         print(f"recurstudy: {exc}", file=sys.stderr)
         return 2
 

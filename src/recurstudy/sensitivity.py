@@ -12,6 +12,7 @@ observational cohorts, inverse-probability-of-treatment weighting and the E-valu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,29 +21,92 @@ import pandas as pd
 from scipy import stats
 
 from recurstudy.claims import e_value
+from recurstudy.contract import arm_labels, intervention_term
 from recurstudy.models.base import design
 
-
-def intervention_term(config: dict[str, Any]) -> str:
-    """The intervention coefficient's name, e.g. arm[T.intervention]."""
-    arms = config.get("arms", {"control": "control", "intervention": "intervention"})
-    return f"arm[T.{arms['intervention']}]"
+COMMON_OUTCOME = 0.15  # control-arm risk above which a hazard ratio is not a risk ratio
 
 
-def forest(estimates: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
-    """One row per model with its intervention estimate (ratio scale) and E-values."""
+def hr_to_rr_common(hr: float) -> float:
+    """VanderWeele's conversion of a hazard ratio of a common outcome (risk > 15% by the end of
+    follow-up) to the risk-ratio scale: ``(1 - 0.5^sqrt(HR)) / (1 - 0.5^sqrt(1/HR))``."""
+    return (1.0 - 0.5 ** math.sqrt(hr)) / (1.0 - 0.5 ** math.sqrt(1.0 / hr))
+
+
+def e_value_row(
+    group: str, rr: float, lo: float, hi: float, control_risk: float | None, design: str
+) -> dict[str, Any]:
+    """The E-value of one model's intervention ratio, on the scale its estimand allows.
+
+    - ``first-episode hazard``: a hazard ratio; when the outcome is common (control-arm risk of
+      a first episode above 15%) it is first converted to the risk-ratio scale (VanderWeele and
+      Ding's ``rare = FALSE``), otherwise used as a risk ratio;
+    - ``marginal rate``: a ratio of episode rates or means, used as a risk ratio;
+    - ``conditional`` (given the episode history or a frailty) and anything else: none, with a
+      note: a conditional ratio has no population-level E-value.
+    With ``design: randomized`` the note says it is not needed (randomisation balances
+    unmeasured confounders); the value is kept for the statistical appendix.
+    """
+    nan = float("nan")
+    out: dict[str, Any] = {"e_value": nan, "e_value_ci": nan, "e_value_scale": "", "note": ""}
+    finite = all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in (rr, lo, hi))
+    if group == "first-episode hazard":
+        if control_risk is not None and control_risk > COMMON_OUTCOME:
+            rr, lo, hi = (hr_to_rr_common(v) if finite else nan for v in (rr, lo, hi))
+            out["e_value_scale"] = (
+                f"hazard ratio converted to a risk ratio (common outcome: control-arm risk "
+                f"{control_risk:.2f} > {COMMON_OUTCOME:g})"
+            )
+        else:
+            out["e_value_scale"] = "hazard ratio as a risk ratio (rare outcome)"
+    elif group == "marginal rate":
+        out["e_value_scale"] = "rate ratio as a risk ratio"
+    else:
+        out["note"] = f"not computed: a {group or 'non-ratio'} effect has no E-value"
+        return out
+    if finite:
+        out.update(e_value(rr, lo, hi))
+    if design == "randomized":
+        out["note"] = "not needed for a randomised comparison (shown for completeness)"
+    return out
+
+
+def forest(
+    estimates: pd.DataFrame, config: dict[str, Any], control_risk: float | None = None
+) -> pd.DataFrame:
+    """One row per ratio model with its intervention estimate (ratio scale), its description
+    (title, effect measure, estimand group) and its E-value (see :func:`e_value_row`).
+    `control_risk` is the control arm's proportion with at least one episode."""
+    from recurstudy.models import get_model, model_specs
+
+    described = {s.name: get_model(s.kind).describe(s) for s in model_specs(config)}
     rows = estimates[estimates["term"] == intervention_term(config)].copy()
+    rows = rows[[bool(described.get(m) and described[m].ratio) for m in rows["model"]]]
     rows["adjusted"] = rows["model"].str.endswith("_adjusted")
+    rows["title"] = [described[m].title for m in rows["model"]]
+    rows["effect_measure"] = [described[m].effect_measure for m in rows["model"]]
+    rows["group"] = [described[m].group for m in rows["model"]]
+    design = str(config.get("design") or "randomized")
     ev = [
-        e_value(r.exp_estimate, r.exp_conf_low, r.exp_conf_high)
-        if r.converged and np.isfinite([r.exp_estimate, r.exp_conf_low, r.exp_conf_high]).all()
-        else {"e_value": np.nan, "e_value_ci": np.nan}
+        e_value_row(
+            r.group,
+            r.exp_estimate,
+            r.exp_conf_low,
+            r.exp_conf_high,
+            control_risk,
+            design,
+        )
+        if r.converged
+        else e_value_row("", np.nan, np.nan, np.nan, None, design)
         for r in rows.itertuples()
     ]
-    rows["e_value"] = [e["e_value"] for e in ev]
-    rows["e_value_ci"] = [e["e_value_ci"] for e in ev]
+    for key in ("e_value", "e_value_ci", "e_value_scale", "note"):
+        rows[key if key != "note" else "e_value_note"] = [e[key] for e in ev]
     cols = [
         "model",
+        "title",
+        "effect_measure",
+        "group",
         "adjusted",
         "estimate",
         "std_error",
@@ -55,10 +119,18 @@ def forest(estimates: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
         "p_value",
         "e_value",
         "e_value_ci",
+        "e_value_scale",
+        "e_value_note",
         "converged",
         "message",
     ]
     return rows[cols].reset_index(drop=True)
+
+
+def control_risk(counts: pd.DataFrame, config: dict[str, Any]) -> float | None:
+    """The control arm's proportion of participants with at least one episode."""
+    control = counts[counts["arm"].astype(str) == arm_labels(config)[0]]
+    return float((control["n_episodes"] > 0).mean()) if len(control) else None
 
 
 def adjusted_pairs(rows: pd.DataFrame) -> Iterator[tuple[str, pd.Series, pd.Series]]:

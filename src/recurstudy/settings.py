@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from recurstudy.plan import PLAN_KEYS
+
 PACKAGE = "recurstudy"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -29,10 +31,11 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "validate": ("data", "arms", "covariates", "adjust_for", "on_invalid"),
     "derive": ("arms", "covariates", "exclude_episode_time", "washout_days"),
     "power_design": ("arms",),
-    "claims": ("arms", "claims", "multiplicity"),
-    "sensitivity": ("arms", "design", "adjust_for", "covariates"),
+    "claims": ("arms", "claims", "multiplicity", "models", "adjust_for", "covariates"),
+    "sensitivity": ("arms", "design", "adjust_for", "covariates", "models"),
     "report": ("*",),
 }
+STAGE_KEYS["plan"] = (*PLAN_KEYS, "plan")  # what defines the analysis, and the plan file
 
 
 class Settings(dict):

@@ -66,6 +66,7 @@ rule claims:
     output:
         csv="results/claims.csv",
         json="results/claims.json",
+        agreement="results/sensitivity/agreement.csv",
     log:
         "logs/claims.log",
     conda:
@@ -96,3 +97,19 @@ rule sensitivity:
         code=source_hash("recurstudy.sensitivity"),
     script:
         "../scripts/sensitivity.py"
+
+
+rule plan_status:
+    input:
+        plan_input,
+    output:
+        "results/plan_status.json",
+    log:
+        "logs/plan_status.log",
+    conda:
+        "../envs/recurstudy.yaml"
+    params:
+        settings=stage_settings(config, "plan"),
+        code=source_hash("recurstudy.plan"),
+    script:
+        "../scripts/plan_status.py"

@@ -7,6 +7,7 @@ import sys
 from recurstudy.config import ConfigError, validate_config
 from recurstudy.contract import DATASETS
 from recurstudy.models import get_model, model_specs
+from recurstudy.plan import plan_path
 from recurstudy.power import POWER_METRICS, power_inputs
 from recurstudy.settings import (
     model_source_hash,
@@ -48,6 +49,12 @@ SPECS = {spec.name: spec for spec in model_specs(config)}
 SETTINGS = {
     stage: stage_settings(config, stage) for stage in ("validate", "derive", "report")
 }
+
+
+def plan_input(wildcards):
+    """The locked plan file when there is one (its absence is a status, not an error)."""
+    path = plan_path(config)
+    return [str(path)] if path.exists() else []
 
 
 def model_spec(wildcards):
@@ -96,6 +103,7 @@ def report_inputs(wildcards):
         "models": expand("results/models/{name}.csv", name=list(SPECS)),
         "extras": expand("results/models/{name}", name=list(SPECS)),
         "claims": "results/claims.csv",
+        "plan": "results/plan_status.json",
         "sensitivity": [p for p in SENSITIVITY if produced_by_workflow(p)],
     }
     if POWER_CLAIMS:

@@ -202,6 +202,19 @@ def parse_options(options_cls: type, values: dict[str, Any] | None, model: str) 
     return options_cls(**values)
 
 
+# The estimand families a model's intervention effect belongs to (how the report groups the
+# forest plot, and what the E-value means): "marginal rate" (population-averaged episode rates or
+# means), "first-episode hazard", "conditional" (given the episode history or a frailty: no
+# population-level interpretation), "mean difference" and "descriptive" (no single effect).
+ESTIMAND_GROUPS = (
+    "marginal rate",
+    "first-episode hazard",
+    "conditional",
+    "mean difference",
+    "descriptive",
+)
+
+
 @dataclass(frozen=True)
 class ModelDescription:
     """What a model says about itself, so that the report, the methods and the claims need no
@@ -216,6 +229,7 @@ class ModelDescription:
     extras: tuple[ExtraTable, ...] = ()
     claim_metrics: tuple[str, ...] = ()
     ratio: bool = True  # exp(estimate) of the intervention term is the effect (a ratio)
+    group: str = ""  # the estimand family: see ESTIMAND_GROUPS
     reference: str = ""  # the method's reference, e.g. "Andersen and Gill (1982)"
     r_call: str = ""  # the equivalent R call
 
@@ -245,6 +259,7 @@ class Model:
     extras: ClassVar[tuple[ExtraTable, ...]] = ()
     claim_metrics: ClassVar[tuple[str, ...]] = ()
     ratio: ClassVar[bool] = True
+    group: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     r_call: ClassVar[str] = ""
 
@@ -258,6 +273,7 @@ class Model:
             extras=tuple(self.extras),
             claim_metrics=tuple(self.claim_metrics),
             ratio=self.ratio and self.effect_measure is not None,
+            group=self.group,
             reference=self.reference,
             r_call=self.r_call,
         )

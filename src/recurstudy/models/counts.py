@@ -277,6 +277,7 @@ class PoissonModel(_CountModel):
     """Poisson GLM of episodes with log-exposure offset; tidy errors: sandwich HC0."""
 
     kind = "poisson"
+    group: ClassVar[str] = "marginal rate"
     title: ClassVar[str] = "Poisson rate model"
     estimand: ClassVar[str] = (
         "ratio of the episode rates per participant-day at risk, intervention vs control "
@@ -458,6 +459,7 @@ class NegativeBinomialModel(_CountModel):
     """NB2 regression (MASS::glm.nb conventions) with log-exposure offset."""
 
     kind = "negbin"
+    group: ClassVar[str] = "marginal rate"
     title: ClassVar[str] = "Negative binomial rate model"
     estimand: ClassVar[str] = (
         "ratio of the episode rates per participant-day at risk, intervention vs control, with "
@@ -643,6 +645,7 @@ class ZeroInflatedNegBinModel(_CountModel):
 
     kind = "zinb"
     Options: ClassVar[type] = ZINBOptions
+    group: ClassVar[str] = "conditional"
     title: ClassVar[str] = "Zero-inflated negative binomial"
     estimand: ClassVar[str] = (
         "ratio of the episode rates per participant-day at risk in the count component "

@@ -740,6 +740,7 @@ class FrailtyCox(Model):
     kind: ClassVar[str] = "frailty_cox"
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
     Options: ClassVar[type] = FrailtyOptions
+    group: ClassVar[str] = "conditional"
     title: ClassVar[str] = "Shared gamma-frailty Cox (all episodes)"
     effect_measure: ClassVar[str | None] = "hazard ratio"
     estimand: ClassVar[str] = (

@@ -370,6 +370,7 @@ class PainMixedModel(Model):
     datasets = ("pain_scores", "participants")
     adjustable = False
     Options: ClassVar[type] = PainOptions
+    group: ClassVar[str] = "mean difference"
     title: ClassVar[str] = "Linear mixed model of pain scores"
     effect_measure: ClassVar[str | None] = "mean difference"
     ratio: ClassVar[bool] = False

@@ -135,6 +135,7 @@ class CoxFirstEpisode(Model):
     kind: ClassVar[str] = "cox"
     datasets: ClassVar[tuple[str, ...]] = ("first_episode",)
     Options: ClassVar[type] = CoxOptions
+    group: ClassVar[str] = "first-episode hazard"
     title: ClassVar[str] = "Cox model, time to first episode"
     effect_measure: ClassVar[str | None] = "hazard ratio"
     estimand: ClassVar[str] = (
@@ -157,6 +158,7 @@ class AndersenGill(Model):
     kind: ClassVar[str] = "andersen_gill"
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
     Options: ClassVar[type] = CoxOptions
+    group: ClassVar[str] = "marginal rate"
     title: ClassVar[str] = "Andersen-Gill (all episodes)"
     effect_measure: ClassVar[str | None] = "hazard ratio"
     estimand: ClassVar[str] = (
@@ -199,6 +201,7 @@ class PWP(Model):
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
     Options: ClassVar[type] = PWPOptions
     effect_measure: ClassVar[str | None] = "hazard ratio"
+    group: ClassVar[str] = "conditional"
     extras: ClassVar[tuple[ExtraTable, ...]] = _COX_EXTRAS
     claim_metrics: ClassVar[tuple[str, ...]] = ("hazard_reduction",)
     reference: ClassVar[str] = "Prentice, Williams and Peterson (1981)"
@@ -218,6 +221,7 @@ class PWP(Model):
             ),
             extras=self.extras,
             claim_metrics=self.claim_metrics,
+            group=self.group,
             reference=self.reference,
             r_call=f"coxph({surv} ~ arm + strata(episode), cluster = participant_id)",
         )
@@ -496,6 +500,7 @@ class KaplanMeier(Model):
     kind: ClassVar[str] = "kaplan_meier"
     datasets: ClassVar[tuple[str, ...]] = ("first_episode", "counting_process")
     adjustable: ClassVar[bool] = False
+    group: ClassVar[str] = "descriptive"
     title: ClassVar[str] = "Kaplan-Meier, log-rank and mean cumulative function"
     effect_measure: ClassVar[str | None] = None
     estimand: ClassVar[str] = (
