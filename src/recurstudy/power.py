@@ -69,8 +69,15 @@ def design_from_data(
     }
 
 
-def _params(design: dict[str, Any], rate_ratio: float, seed: int) -> SimulationParams:
+def _params(
+    design: dict[str, Any], rate_ratio: float, seed: int, risk: dict[str, Any] | None = None
+) -> SimulationParams:
+    """Simulation parameters of one replicate; `risk` (the derive settings) makes the simulated
+    intensity apply over the same time at risk as the claim's model uses."""
     frailty = design["frailty_var"]
+    risk = risk or {}
+    washout = int(risk.get("washout_days", 0) or 0)
+    excluded = bool(risk.get("exclude_episode_time")) or washout > 0
     return SimulationParams(
         n=design["n"],
         seed=seed,
@@ -87,6 +94,8 @@ def _params(design: dict[str, Any], rate_ratio: float, seed: int) -> SimulationP
         followup_sample=tuple(design["followup_percentiles"])
         if design.get("followup_percentiles")
         else None,
+        risk_during_episodes=not excluded,
+        washout_days=washout,
     )
 
 
@@ -141,7 +150,7 @@ def simulate_from_inputs(
         )
     needed = get_model(spec.kind).datasets  # derive only what the model reads
     for r in replicates:
-        tables = simulate_cohort(_params(design, rr, seed + r))
+        tables = simulate_cohort(_params(design, rr, seed + r, config))
         data: dict[str, Any] = dict(
             derive_all(tables["participants"], tables["episodes"], config, needed)
         )

@@ -7,7 +7,9 @@ Generative model (all times in days from enrolment):
 - episodes form a recurrent-event process whose intensity while at risk is
   ``rate * rr**arm * exp(x'beta) * frailty`` with a gamma frailty of mean 1 and variance
   `frailty_var` (overdispersion). After an episode's onset the participant is in the episode
-  until it resolves (a gamma-distributed duration) and at risk again from the day it resolved.
+  until it resolves (a gamma-distributed duration) and at risk again from the day it resolved
+  (plus `washout_days`); with `risk_during_episodes` the intensity applies over total time
+  instead (episodes may overlap), which is what models without `exclude_episode_time` assume.
   Onset days are the ceiling of the continuous onset times (so day >= 1, i.e. after enrolment);
 - pain scores at the scheduled weeks: baseline pain reduced by a fraction that grows linearly
   to the arm's `pain_reduction` at week 6 and stays there, plus participant-level random
@@ -54,6 +56,13 @@ class SimulationParams:
     # Follow-up lengths (days) to draw from instead of followup_days/dropout, e.g. an observed
     # study's percentiles (staggered entry: everyone followed to a common calendar date).
     followup_sample: tuple[int, ...] | None = None
+    # Whether episodes may begin while one is under way (the intensity applies over total time,
+    # as the models assume without exclude_episode_time), or only once it has resolved plus
+    # `washout_days` (as they assume with exclude_episode_time / washout_days). The power
+    # simulation sets these to match the claim's risk-set settings, so that the simulated effect
+    # is the one the model estimates.
+    risk_during_episodes: bool = False
+    washout_days: int = 0
 
 
 PRESETS: dict[str, dict] = {"demo": {}}
@@ -111,11 +120,17 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
         onset_day = np.empty((n, k))
         resolved_day = np.empty((n, k))
         at_risk_from = np.zeros(n)
+        last_onset = np.zeros(n)
         for j in range(k):  # loop over episode number, vectorised over participants
             t_on = at_risk_from + gaps[:, j]
-            onset_day[:, j] = np.ceil(t_on)
+            # one onset per day at most (the contract's episodes are days)
+            onset_day[:, j] = np.maximum(np.ceil(t_on), last_onset + 1)
+            last_onset = onset_day[:, j]
             resolved_day[:, j] = np.ceil(t_on + durs[:, j])
-            at_risk_from = resolved_day[:, j]
+            if p.risk_during_episodes:
+                at_risk_from = t_on  # a Poisson process (given the frailty) over total time
+            else:
+                at_risk_from = resolved_day[:, j] + p.washout_days
         if np.all(onset_day[:, -1] > fu_days):
             break
         k *= 2
