@@ -329,3 +329,20 @@ def test_negbin_without_overdispersion_is_a_result():
         assert res.message
     else:
         assert res.extras["dispersion"]["theta"].iloc[0] > 5
+
+
+def test_negbin_se_option_swaps_model_based_and_robust():
+    """se: robust reports the HC0 sandwich (R: sandwich::vcovHC(glm.nb fit, "HC0")) in the tidy
+    table and keeps the model-based errors as the `naive` extra; coefficients are unchanged."""
+    from recurstudy.models import fit_spec
+    from recurstudy.models.base import ModelSpec
+
+    from conftest import FIXTURES, read_cohort
+
+    counts = read_cohort(FIXTURES / "counts" / "demo_counts.csv")
+    model = fit_spec(ModelSpec("nb", "negbin", options={"se": "model"}), {"counts": counts})
+    robust = fit_spec(ModelSpec("nb", "negbin", options={"se": "robust"}), {"counts": counts})
+    assert list(model.table["estimate"]) == list(robust.table["estimate"])
+    assert not model.table["robust"].any() and robust.table["robust"].all()
+    assert list(robust.table["std_error"]) == list(model.extras["robust"]["std_error"])
+    assert list(model.table["std_error"]) == list(robust.extras["naive"]["std_error"])

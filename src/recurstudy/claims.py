@@ -78,6 +78,7 @@ CLAIM_COLUMNS = [
     "conf_high",
     "conf_low_90",
     "conf_high_90",
+    "interval",
     "claimed_in_ci",
     "p_value_no_effect",
     "p_value_claimed",
@@ -186,10 +187,12 @@ def _two_sided(z: float) -> float:
 def _ratio_claim(row: pd.Series, claimed: float) -> dict[str, Any]:
     beta, se = float(row["estimate"]), float(row["std_error"])
     z_claim = (beta - math.log(1.0 - claimed)) / se if claimed < 1 and se > 0 else float("nan")
+    robust = str(row.get("robust")).lower() in ("true", "1", "1.0")
     return {
         "scale": "log_ratio",
         "x": beta,
         "se": se,
+        "interval": f"Wald, {'robust (sandwich)' if robust else 'model-based'} SE",
         "p_value_no_effect": float(row["p_value"]),
         "p_value_claimed": _two_sided(z_claim),
     }
@@ -209,6 +212,7 @@ def _pain_claim(pc: pd.DataFrame, arm: str, week: int, claimed: float) -> dict[s
         "scale": "reduction",
         "x": est,
         "se": se,
+        "interval": "Wald, delta method, model-based SE",
         "p_value_no_effect": _two_sided(est / se) if se > 0 else float("nan"),
         "p_value_claimed": _two_sided((est - claimed) / se) if se > 0 else float("nan"),
     }

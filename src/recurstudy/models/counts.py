@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -454,22 +454,36 @@ def _fit_negbin(prep: _Prepared, pois) -> tuple[Any | None, list[str]]:
     ]
 
 
+@dataclass(frozen=True)
+class NegBinOptions:
+    """Options of the negative binomial model."""
+
+    se: Literal["model", "robust"] = option(
+        "model", doc="model: glm.nb's model-based SE; robust: the HC0 sandwich (sandwich::vcovHC)"
+    )
+
+
 @register
 class NegativeBinomialModel(_CountModel):
-    """NB2 regression (MASS::glm.nb conventions) with log-exposure offset."""
+    """NB2 regression (MASS::glm.nb conventions) with log-exposure offset. Option ``se``:
+    ``model`` (default, glm.nb's) or ``robust`` (HC0 sandwich at the fitted theta, valid when the
+    variance function is wrong); the other one is written as an extra (``robust`` / ``naive``).
+    Intervals are Wald intervals on the log scale."""
 
     kind = "negbin"
+    Options: ClassVar[type] = NegBinOptions
     group: ClassVar[str] = "marginal rate"
     title: ClassVar[str] = "Negative binomial rate model"
     estimand: ClassVar[str] = (
         "ratio of the episode rates per participant-day at risk, intervention vs control, with "
-        "between-participant heterogeneity as NB2 overdispersion; model-based errors at the "
-        "fitted theta (the HC0 sandwich is in the appendix)"
+        "between-participant heterogeneity as NB2 overdispersion; Wald intervals with "
+        "model-based errors at the fitted theta, or the HC0 sandwich with se: robust"
     )
     extras: ClassVar[tuple[ExtraTable, ...]] = (
         ExtraTable("dispersion", "Negative binomial dispersion (theta)"),
         ExtraTable("lr_test", "Negative binomial vs Poisson (likelihood ratio)"),
         ExtraTable("robust", "HC0 sandwich standard errors", "appendix"),
+        ExtraTable("naive", "Model-based standard errors (glm.nb)", "appendix"),
         ExtraTable("sample", "Participants analysed and dropped", "appendix"),
     )
     reference: ClassVar[str] = "Lawless (1987); Venables and Ripley (2002)"
@@ -523,7 +537,9 @@ class NegativeBinomialModel(_CountModel):
         common: dict[str, Any] = dict(
             log_likelihood=llf, converged=converged, message=message, **counts_kw
         )
-        table = tidy(spec, prep.names, beta, np.sqrt(np.diag(bread)), robust=False, **common)
+        robust = spec.options.get("se") == "robust"
+        main, other = (hc0, bread) if robust else (bread, hc0)
+        table = tidy(spec, prep.names, beta, np.sqrt(np.diag(main)), robust=robust, **common)
         dispersion = pd.DataFrame(
             [
                 {
@@ -556,7 +572,9 @@ class NegativeBinomialModel(_CountModel):
         extras = {
             "dispersion": dispersion,
             "lr_test": lr_test,
-            "robust": tidy(spec, prep.names, beta, np.sqrt(np.diag(hc0)), robust=True, **common),
+            "naive" if robust else "robust": tidy(
+                spec, prep.names, beta, np.sqrt(np.diag(other)), robust=not robust, **common
+            ),
             "sample": prep.sample_table(spec),
         }
         return ModelResult(table, extras, converged=converged, message=message)
