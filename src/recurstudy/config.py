@@ -150,13 +150,26 @@ def _model_and_claim_errors(config: dict[str, Any]) -> list[str]:
     """Every model kind exists with valid options, names are unique, and each claim reads a
     configured model that can serve its metric."""
     from recurstudy.claims import DEFAULT_MODEL
+    from recurstudy.formula import FormulaError, check_formula
     from recurstudy.models import get_model, model_specs
 
+    lines = []
+    names = ["arm", *config.get("covariates", {})]
+    for i, entry in enumerate(config.get("models") or []):
+        formulas = [("formula", entry.get("formula", "arm"))]
+        if "inflation" in (entry.get("options") or {}):
+            formulas.append(("options.inflation", entry["options"]["inflation"]))
+        for key, text in formulas:
+            try:
+                check_formula(str(text), names)
+            except FormulaError as exc:
+                lines.append(f"models[{i}] ('{entry.get('name')}').{key}: {exc}")
+    if lines:
+        return lines
     try:
         specs = {spec.name: spec for spec in model_specs(config)}
     except (KeyError, ValueError) as exc:
         return [f"models: {exc.args[0]}"]
-    lines = []
     for i, claim in enumerate(config.get("claims", [])):
         model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
         where = f"claims[{i}] ('{claim['id']}')"

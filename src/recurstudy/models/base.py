@@ -394,7 +394,10 @@ def design(formula: str, data: pd.DataFrame, *, intercept: bool) -> tuple[pd.Dat
     """
     from formulaic import model_matrix
 
+    from recurstudy.formula import check_formula
+
     rhs = formula.split("~", 1)[-1].strip() or "1"
+    check_formula(rhs)  # untrusted text: only the documented grammar reaches formulaic
     # Always code with an intercept (treatment contrasts: arm[T.intervention]) and drop it for
     # models without one (Cox), as R's coxph does.
     mm = model_matrix(rhs, data, na_action="drop")
