@@ -83,6 +83,7 @@ def test_fixture_cohort_is_valid(tmp_path):
     }
 
 
+UNDER_WAY = "onset_on > enrolled_on or resolved_on > enrolled_on"
 # (table, data row, column, bad value, expected check); the line reported is data row + 2.
 BROKEN = [
     ("participants", 1, "arm", "placebo", "arm in {control, intervention}"),
@@ -113,8 +114,6 @@ BROKEN = [
     ("episodes", 2, "participant_id", "", "missing value"),
     ("episodes", 0, "onset_on", "", "missing value"),
     ("episodes", 0, "onset_on", "01/02/2024", "not a date (YYYY-MM-DD)"),
-    ("episodes", 0, "onset_on", "2024-01-10", "onset_on > enrolled_on"),
-    ("episodes", 0, "onset_on", "2024-01-01", "onset_on > enrolled_on"),
     ("episodes", 3, "onset_on", "2024-08-04", "onset_on <= followup_end"),
     ("episodes", 2, "resolved_on", "2024-03-31", "resolved_on >= onset_on"),
     ("episodes", 2, "resolved_on", "soon", "not a date (YYYY-MM-DD)"),
@@ -161,6 +160,9 @@ VALID = [
     ("episodes", 0, "severity", "0"),
     ("episodes", 0, "severity", ""),
     ("episodes", 0, "onset_on", "2024-01-11"),  # the day after enrolment
+    ("episodes", 0, "onset_on", "2024-01-10"),  # under way at enrolment (resolved 2024-02-04)
+    ("episodes", 0, "onset_on", "2023-12-01"),  # under way at enrolment, began long before
+    ("episodes", 1, "onset_on", "2024-01-01"),  # under way at enrolment and never resolved
     ("episodes", 3, "onset_on", "2024-08-03"),  # on the last day of follow-up
     ("pain_scores", 0, "assessed_on", "2024-01-10"),  # on the day of enrolment
     ("pain_scores", 3, "assessed_on", "2024-08-01"),  # on the last day of follow-up
@@ -202,6 +204,29 @@ def test_followup_end_before_enrolment(tmp_path):
     assert found(failures) == {
         ("participants", 5, "followup_end", "followup_end >= enrolled_on"),
         ("episodes", 5, "onset_on", "onset_on <= followup_end"),  # P04's episode on 2024-08-03
+    }
+
+
+@pytest.mark.parametrize(
+    ("onset", "resolved"),
+    [
+        ("2024-01-01", "2024-01-05"),  # began and ended before enrolment (2024-01-10)
+        ("2024-01-01", "2024-01-10"),  # ended on the day of enrolment
+        ("2024-01-10", "2024-01-10"),  # began and ended on the day of enrolment
+    ],
+)
+def test_episode_over_by_enrolment_fails(tmp_path, onset, resolved):
+    edits = [("episodes", 0, "onset_on", onset), ("episodes", 0, "resolved_on", resolved)]
+    failures = failures_of(tmp_path, edits)
+    assert found(failures) == {("episodes", 2, "onset_on", UNDER_WAY)}
+    assert failures["value"].tolist() == [onset]
+
+
+def test_unparsable_resolution_is_reported_once(tmp_path):
+    # an episode begun before enrolment whose resolution is not a date: one failure, the date's
+    edits = [("episodes", 0, "onset_on", "2024-01-02"), ("episodes", 0, "resolved_on", "soon")]
+    assert found(failures_of(tmp_path, edits)) == {
+        ("episodes", 2, "resolved_on", "not a date (YYYY-MM-DD)"),
     }
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from recurstudy.contract import arm_labels, intervention_term
+
 VERDICTS = (
     "supported",
     "consistent but imprecise",
@@ -133,8 +135,8 @@ def evaluate_claim(
         "model": model,
         "claimed": claimed,
     }
-    arms = config.get("arms", {"control": "control", "intervention": "intervention"})
-    term = f"arm[T.{arms['intervention']}]"
+    intervention = arm_labels(config)[1]
+    term = intervention_term(config)
     rows = estimates[(estimates["model"] == model) & (estimates["term"] == term)]
     values: dict[str, Any] = {}
     why = ""
@@ -147,7 +149,7 @@ def evaluate_claim(
         week = int(claim.get("week", 6))
         path = Path(models_dir) / model / "percent_change.csv"
         try:
-            values = _pain_claim(pd.read_csv(path), arms["intervention"], week, claimed)
+            values = _pain_claim(pd.read_csv(path), intervention, week, claimed)
         except (OSError, KeyError) as exc:
             why = f"no percent change from the pain model: {exc}"
     else:

@@ -20,13 +20,10 @@ import pandas as pd
 from scipy import stats
 
 from recurstudy.claims import e_value
+from recurstudy.contract import ARM, arm_labels, intervention_term
 from recurstudy.models.base import design
 
-
-def intervention_term(config: dict[str, Any]) -> str:
-    """The intervention coefficient's name, e.g. arm[T.intervention]."""
-    arms = config.get("arms", {"control": "control", "intervention": "intervention"})
-    return f"arm[T.{arms['intervention']}]"
+__all__ = ["adjusted_pairs", "crude_vs_adjusted", "forest", "intervention_term", "iptw"]
 
 
 def forest(estimates: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
@@ -118,7 +115,7 @@ def iptw(counts: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, pd
     covs = list(config.get("adjust_for", []))
     term = intervention_term(config)
     df = counts[counts["exposure_days"] > 0].reset_index(drop=True)
-    treated = (df["arm"].astype(str) == config["arms"]["intervention"]).to_numpy()
+    treated = (df[ARM].astype(str) == arm_labels(config)[1]).to_numpy()
     if not covs:
         raise ValueError("IPTW needs covariates under adjust_for")
     Z, names = design(" + ".join(covs), df, intercept=True)
