@@ -114,6 +114,9 @@ BROKEN = [
     ("episodes", 2, "participant_id", "", "missing value"),
     ("episodes", 0, "onset_on", "", "missing value"),
     ("episodes", 0, "onset_on", "01/02/2024", "not a date (YYYY-MM-DD)"),
+    # P01's second episode is unresolved: begun by enrolment, it would never be at risk
+    ("episodes", 1, "onset_on", "2024-01-10", UNDER_WAY),
+    ("episodes", 1, "onset_on", "2024-01-01", UNDER_WAY),
     ("episodes", 3, "onset_on", "2024-08-04", "onset_on <= followup_end"),
     ("episodes", 2, "resolved_on", "2024-03-31", "resolved_on >= onset_on"),
     ("episodes", 2, "resolved_on", "soon", "not a date (YYYY-MM-DD)"),
@@ -162,7 +165,6 @@ VALID = [
     ("episodes", 0, "onset_on", "2024-01-11"),  # the day after enrolment
     ("episodes", 0, "onset_on", "2024-01-10"),  # under way at enrolment (resolved 2024-02-04)
     ("episodes", 0, "onset_on", "2023-12-01"),  # under way at enrolment, began long before
-    ("episodes", 1, "onset_on", "2024-01-01"),  # under way at enrolment and never resolved
     ("episodes", 3, "onset_on", "2024-08-03"),  # on the last day of follow-up
     ("pain_scores", 0, "assessed_on", "2024-01-10"),  # on the day of enrolment
     ("pain_scores", 3, "assessed_on", "2024-08-01"),  # on the last day of follow-up
@@ -220,6 +222,16 @@ def test_episode_over_by_enrolment_fails(tmp_path, onset, resolved):
     failures = failures_of(tmp_path, edits)
     assert found(failures) == {("episodes", 2, "onset_on", UNDER_WAY)}
     assert failures["value"].tolist() == [onset]
+
+
+def test_episode_begun_by_enrolment_needs_a_resolution_column(tmp_path):
+    root = cohort(tmp_path, [("episodes", 0, "onset_on", "2024-01-10")])
+    path = root / "data" / "episodes.csv"
+    pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns="resolved_on").to_csv(
+        path, index=False
+    )
+    failures = validate_cohort(base_config(), root).failures
+    assert found(failures) == {("episodes", 2, "onset_on", UNDER_WAY)}
 
 
 def test_unparsable_resolution_is_reported_once(tmp_path):

@@ -214,8 +214,9 @@ class LinkRule:
     ``date low_op enrolled_on`` and ``date high_op followup_end``.
 
     ``under_way``: a row whose date is on or before enrolment still passes the first comparison
-    when this column (the end of the row's span) is after enrolment or missing (not ended): an
-    episode under way at enrolment (``onset_on <= enrolled_on < resolved_on``, or unresolved).
+    when this column (the end of the row's span) is after enrolment: an episode under way at
+    enrolment (``onset_on <= enrolled_on < resolved_on``). A missing end fails there: an episode
+    begun before enrolment needs its resolution date.
     """
 
     date: str

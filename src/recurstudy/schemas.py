@@ -317,12 +317,19 @@ def rules_schema(table: str, config: Mapping[str, Any], typed: pd.DataFrame) -> 
 # ------------------------------------------------------------------------ pass 3: across tables
 
 
-def link_frame(child: pd.DataFrame, table: str, participants: pd.DataFrame) -> pd.DataFrame:
+def link_frame(
+    child: pd.DataFrame,
+    table: str,
+    participants: pd.DataFrame,
+    raw: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """`child`'s id and date (and the end of its span, if the link rule has one) with its
     participant's enrolment and follow-up end (same index).
 
     Adds ``_known`` (the id is in the participants table); for a repeated participant id the
-    first row's dates are used (the repeat is reported by the participants' rules).
+    first row's dates are used (the repeat is reported by the participants' rules). With `raw`
+    (the table as read), ``_end_given`` marks rows whose end of span was given, even if it does
+    not parse (that is reported by the parse check, not again here).
     """
     rule = LINK_RULES[table]
     bounds = participants[[ID, "enrolled_on", "followup_end"]]
@@ -336,6 +343,10 @@ def link_frame(child: pd.DataFrame, table: str, participants: pd.DataFrame) -> p
             out[rule.under_way] = child[rule.under_way]
         else:
             out[rule.under_way] = pd.Series(pd.NaT, index=child.index, dtype="datetime64[ns]")
+        given = raw[rule.under_way] if raw is not None and rule.under_way in raw else None
+        out["_end_given"] = (
+            given.notna().to_numpy() if given is not None else out[rule.under_way].notna()
+        )
     out["_known"] = known
     for col in ("enrolled_on", "followup_end"):
         values = bounds[col].to_numpy(dtype="datetime64[ns]")
@@ -346,14 +357,17 @@ def link_frame(child: pd.DataFrame, table: str, participants: pd.DataFrame) -> p
 
 def _under_way_check(linked: pd.DataFrame, rule: LinkRule) -> pa.Check:
     """``date > enrolled_on or <under_way> > enrolled_on``: the row starts after enrolment or is
-    still under way at enrolment. A missing end of span means not ended (an unresolved episode),
-    so it passes, as do rows with a missing date or enrolment (reported elsewhere)."""
+    still under way at enrolment. A row starting on or before enrolment without an end (an
+    unresolved episode) fails: it would leave the participant no time at risk, and is more
+    likely a wrong date. Rows with a missing date or enrolment, or an end that does not parse,
+    pass (reported by their own checks)."""
     end = rule.under_way
 
     def check(s: pd.Series) -> pd.Series:
         enrolled = _aligned(linked["enrolled_on"], s.index)
         until = _aligned(linked[end], s.index)
-        return (s > enrolled) | (until > enrolled) | until.isna() | s.isna() | enrolled.isna()
+        unparsed = until.isna() & _aligned(linked["_end_given"], s.index)
+        return (s > enrolled) | (until > enrolled) | unparsed | s.isna() | enrolled.isna()
 
     name = f"{rule.date} {rule.low_op} enrolled_on or {end} {rule.low_op} enrolled_on"
     return pa.Check(check, name=name, ignore_na=False)

@@ -174,7 +174,7 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
     if "participants" in typed and ID in raws["participants"].columns:
         for table in LINK_RULES:
             if table in typed:
-                linked = link_frame(typed[table], table, typed["participants"])
+                linked = link_frame(typed[table], table, typed["participants"], raws[table])
                 linked_ok[table] = linked["_known"].to_numpy()
                 found = failure_frame(link_schema(table, linked), linked)
                 if len(found):
