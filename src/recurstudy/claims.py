@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from recurstudy.contract import arm_labels, intervention_term
+from recurstudy.contract import ARM, arm_labels, intervention_term
 
 VERDICTS = (
     "supported",
@@ -104,7 +104,7 @@ def _ratio_claim(row: pd.Series, claimed: float) -> dict[str, Any]:
 
 
 def _pain_claim(pc: pd.DataFrame, arm: str, week: int, claimed: float) -> dict[str, Any]:
-    row = pc[(pc["arm"].astype(str) == arm) & (pc["week"] == week)]
+    row = pc[(pc[ARM].astype(str) == arm) & (pc["week"] == week)]
     if row.empty:
         raise KeyError(f"no percent change for arm {arm} at week {week}")
     r = row.iloc[0]

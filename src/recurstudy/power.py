@@ -105,7 +105,7 @@ def simulate_replicates(
     claimed_spec = {s.name: s for s in model_specs(config)}[model]
     # The simulated cohorts carry no study covariates: each replicate is analysed with the crude
     # formula of the claim's model (same kind and options).
-    spec = replace(claimed_spec, formula="arm")
+    spec = replace(claimed_spec, formula=ARM)
     config = {**config, "covariates": {}, "adjust_for": []}
     rr = 1.0 - float(claim["claimed"])
     rows: list[dict[str, Any]] = []
