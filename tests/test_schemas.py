@@ -396,3 +396,24 @@ def test_column_specs_follow_config():
     assert specs["smoker"].not_missing
     assert specs["prior_episodes"].kind == "integer"  # the contract's stricter type wins
     assert not specs["site"].required
+
+
+def test_rules_come_from_the_contract_declarations(tmp_path, monkeypatch):
+    """The checks are the contract's declarations: a rule added to contract.ROW_RULES is
+    checked and reported, with no other change."""
+    from recurstudy import contract
+    from recurstudy.schemas import rules_schema
+
+    for table, rules in contract.ROW_RULES.items():
+        typed = pd.DataFrame(columns=list(contract.column_specs(table, base_config())))
+        schema = rules_schema(table, base_config(), typed)
+        declared = sorted(rule.column for rule in rules)
+        built = sorted(c for c, col in schema.columns.items() for _ in col.checks)
+        assert built == declared, table
+    monkeypatch.setitem(
+        contract.ROW_RULES,
+        "pain_scores",
+        (*contract.ROW_RULES["pain_scores"], contract.Range("nrs", 1, 9)),
+    )
+    failures = failures_of(tmp_path, [("pain_scores", 2, "nrs", "10")])
+    assert found(failures) == {("pain_scores", 4, "nrs", "nrs in [1, 9]")}
