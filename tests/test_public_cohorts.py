@@ -449,6 +449,8 @@ def test_rhdnase_cox_matches_r(rhdnase, model):
     assert int(fit["n_rows"]) == R["n"]
     assert rel(float(fit["loglik"]), R["loglik"]) < RTOL
     assert int(tab["n_events"].iloc[0]) == R["nevent"]
+    zph = res.extras["ph_test"]  # cox.zph on (start, stop] / delayed-entry fits; <= 2e-14
+    assert rel(zph["statistic"], as_list(R["zph"])) < RTOL
 
 
 def test_rhdnase_kaplan_meier_with_delayed_entry_matches_survfit(rhdnase):
