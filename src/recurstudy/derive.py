@@ -74,8 +74,9 @@ def at_risk_rules(config: dict) -> tuple[bool, int]:
 
 
 class _Layout:
-    """Each participant's episodes in days since enrolment, split into the episode under way at
-    enrolment (not events) and those after it (events), with the day at risk begins."""
+    """Each participant's episodes in days since enrolment, split into those under way at
+    enrolment (not events) and those after it (events), and the day each participant's time at
+    risk begins (``entry``: the latest resolution + washout of an episode under way, else 0)."""
 
     def __init__(self, participants: pd.DataFrame, episodes: pd.DataFrame, config: dict):
         self.exclude, self.washout = at_risk_rules(config)
