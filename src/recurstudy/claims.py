@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from recurstudy.contract import arm_labels, intervention_term
+from recurstudy.contract import ARM, arm_labels, intervention_term
 
 VERDICTS = (
     "supported",
@@ -201,7 +201,7 @@ def _ratio_claim(row: pd.Series, claimed: float) -> dict[str, Any]:
 def _pain_claim(pc: pd.DataFrame, arm: str, week: int, claimed: float) -> dict[str, Any]:
     """Within-arm percent reduction of mean NRS from baseline (descriptive: it includes the
     control arm's own change), from the pain model's ``percent_change`` table."""
-    row = pc[(pc["arm"].astype(str) == arm) & (pc["week"] == week)]
+    row = pc[(pc[ARM].astype(str) == arm) & (pc["week"] == week)]
     if row.empty:
         raise KeyError(f"no percent change for arm {arm} at week {week}")
     r = row.iloc[0]

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from recurstudy import contract
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
@@ -18,22 +20,8 @@ class ConfigError(Exception):
     """The configuration file is missing or does not match config/schema.yaml."""
 
 
-# Columns that the contract or the derived datasets define: a covariate may not take these names
-# (it would be overwritten by, or collide with, a derived column).
-RESERVED_COLUMNS = (
-    "participant_id",
-    "arm",
-    "enrolled_on",
-    "followup_end",
-    "episode",
-    "start",
-    "stop",
-    "gap",
-    "event",
-    "time",
-    "n_episodes",
-    "exposure_days",
-)
+# Columns that the contract or the derived datasets define (a covariate may not take these names).
+RESERVED_COLUMNS = contract.RESERVED_COLUMNS
 
 
 def schema() -> dict[str, Any]:

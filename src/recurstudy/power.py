@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recurstudy.contract import ARM, arm_labels
 from recurstudy.derive import derive_all
 from recurstudy.models import fit_spec, get_model, model_specs
 from recurstudy.simulate import SimulationParams, simulate_cohort
@@ -39,10 +40,10 @@ def design_from_data(
     """Simulation parameters that mirror the observed study (covariate effects set to zero)."""
     import statsmodels.api as sm
 
-    arms = config.get("arms", {"control": "control", "intervention": "intervention"})
+    control, intervention = arm_labels(config)
     fu = (participants["followup_end"] - participants["enrolled_on"]).dt.days.to_numpy()
     planned = int(fu.max()) if fu.size else 0
-    ctrl = counts[(counts["arm"].astype(str) == arms["control"]) & (counts["exposure_days"] > 0)]
+    ctrl = counts[(counts[ARM].astype(str) == control) & (counts["exposure_days"] > 0)]
     y = ctrl["n_episodes"].to_numpy(float)
     expo = ctrl["exposure_days"].to_numpy(float)
     rate = float(y.sum() / expo.sum()) if expo.sum() > 0 else float("nan")
@@ -53,7 +54,7 @@ def design_from_data(
             alpha = float(max(fit.params[-1], 0.0))
         except Exception:  # an NB fit that fails leaves a Poisson design (alpha 0), said below
             alpha = float("nan")
-    treated = participants["arm"].astype(str) == arms["intervention"]
+    treated = participants[ARM].astype(str) == intervention
     # Follow-up is drawn from the observed distribution (its percentiles: aggregates only), which
     # reproduces staggered entry as well as dropout.
     sample = np.round(np.percentile(fu, np.arange(101))).astype(int).tolist() if fu.size else []
@@ -65,7 +66,7 @@ def design_from_data(
         "dropout": float(np.mean(fu < planned)) if fu.size else 0.0,
         "rate_per_day": rate,
         "frailty_var": alpha,
-        "arms": [arms["control"], arms["intervention"]],
+        "arms": [control, intervention],
     }
 
 
@@ -107,7 +108,7 @@ def power_inputs(claim: dict[str, Any], config: dict[str, Any]) -> dict[str, Any
     from recurstudy.claims import DEFAULT_MODEL
 
     model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
-    spec = replace({s.name: s for s in model_specs(config)}[model], formula="arm")
+    spec = replace({s.name: s for s in model_specs(config)}[model], formula=ARM)
     derive_keys = ("arms", "exclude_episode_time", "washout_days")
     return {
         "claimed": float(claim["claimed"]),

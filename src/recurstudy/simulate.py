@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recurstudy.contract import ARM, DEFAULT_ARMS, ID, TABLES
+
 EPOCH = np.datetime64("2025-01-06")
 
 
@@ -51,7 +53,8 @@ class SimulationParams:
     pain_reduction: dict[str, float] = field(
         default_factory=lambda: {"control": 0.30, "intervention": 0.82}
     )
-    arms: tuple[str, str] = ("control", "intervention")  # labels written in the arm column
+    # labels written in the arm column
+    arms: tuple[str, str] = (DEFAULT_ARMS["control"], DEFAULT_ARMS["intervention"])
     allocation: float = 0.5  # fraction allocated to the intervention
     # Follow-up lengths (days) to draw from instead of followup_days/dropout, e.g. an observed
     # study's percentiles (staggered entry: everyone followed to a common calendar date).
@@ -145,8 +148,8 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     enrol_date = EPOCH + enrol * day
     participants = pd.DataFrame(
         {
-            "participant_id": ids,
-            "arm": np.asarray(p.arms)[arm],
+            ID: ids,
+            ARM: np.asarray(p.arms)[arm],
             "enrolled_on": enrol_date,
             "followup_end": enrol_date + fu_days * day,
             "site": np.char.add("site_", np.asarray(list("ABCD"))[rng.integers(0, 4, n)]),
@@ -160,7 +163,7 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     resolved = pd.Series(enrol_date[pid_idx] + res * day).where(~unresolved)
     episodes = pd.DataFrame(
         {
-            "participant_id": ids[pid_idx],
+            ID: ids[pid_idx],
             "onset_on": enrol_date[pid_idx] + on * day,
             "resolved_on": resolved.to_numpy(),
             "severity": severity,
@@ -184,12 +187,12 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     pi, vi = np.nonzero(seen)
     pain_scores = pd.DataFrame(
         {
-            "participant_id": ids[pi],
+            ID: ids[pi],
             "assessed_on": enrol_date[pi] + vdays[vi] * day,
             "nrs": nrs[pi, vi],
         }
     )
-    return {"participants": participants, "episodes": episodes, "pain_scores": pain_scores}
+    return dict(zip(TABLES, (participants, episodes, pain_scores), strict=True))
 
 
 def truth(params: SimulationParams) -> dict:
