@@ -22,7 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recurstudy.contract import ARM, DEFAULT_ARMS, ID, LINK_RULES, SORT_KEYS, TABLES, arm_labels
+from recurstudy.contract import (
+    ARM,
+    DEFAULT_ARMS,
+    ID,
+    LINK_RULES,
+    SORT_KEYS,
+    TABLES,
+    arm_labels,
+    natural_sorted,
+)
 from recurstudy.io import ROW_COLUMN, InputError, read_table
 from recurstudy.schemas import (
     CHECK_READABLE,
@@ -540,6 +549,27 @@ def _load_config(config_path: str) -> dict:
     return config  # pragma: no cover
 
 
+def arm_label_hint(outcome: ValidationOutcome) -> str:
+    """When no row of the participants' arm column holds a configured label, the labels found
+    and the ``arms:`` line to write ('' otherwise)."""
+    f = outcome.failures
+    bad = f[
+        (f["table"] == "participants")
+        & (f["column"] == ARM)
+        & f["check"].str.startswith(f"{ARM} in {{")
+    ]
+    n_rows = outcome.flow.get("participants", {}).get("received", 0) if outcome.flow else 0
+    if bad.empty or len(bad) < n_rows:
+        return ""
+    found = natural_sorted(bad["value"].astype(str).unique())
+    shown = ", ".join(repr(v) for v in found[:10]) + (", ..." if len(found) > 10 else "")
+    line = ""
+    if len(found) == 2:
+        line = f"\n  write in the config:  arms: {{control: {found[0]}, intervention: {found[1]}}}"
+        line += "  (swap them if the first is the intervention)"
+    return f"\n  no participant's arm is a configured label; the arm column holds {shown}{line}"
+
+
 def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
     """The one-line message for stderr: why validation failed, or what was excluded ('' if
     there is nothing to say), pointing at the report."""
@@ -549,7 +579,8 @@ def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
             reason = "no participant left to analyse after exclusions"
             summary = _summary_line(outcome)
             return f"recurstudy: validation failed: {reason} ({summary}); see {report}"
-        return f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}"
+        hint = arm_label_hint(outcome)
+        return f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}{hint}"
     if len(outcome.excluded):
         n = outcome.flow["participants"]["excluded"]
         return (
