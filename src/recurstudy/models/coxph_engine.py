@@ -551,7 +551,9 @@ def coxph_fit(
             fit.robust_var = rv
             fit.n_clusters = n_clusters
             # Robust score test at init (R's fit$rscore).
-            r0 = prob.score_residuals(info["terms0"]) / scale
+            # R (coxph.R) sets the linear predictor to X %*% init for this, without the offset.
+            terms0 = info["terms0"] if off_a is None else prob.evaluate(init_a / scale)[3]
+            r0 = prob.score_residuals(terms0) / scale
             r0 = r0[:, ~sing]
             if w_a is not None:
                 r0 = r0 * w_a[:, None]

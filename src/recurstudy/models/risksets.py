@@ -23,7 +23,8 @@ Conventions (R's survival package, ``agfit4`` / ``agscore3``)
   Efron ties with weights as R: a group with d tied events of total weight W gives d terms
   k = 0..d-1, each of weight W / d, with denominator S0 - (k/d) D0, where S0 sums w exp(eta)
   over the risk set and D0 over the tied events.  Breslow: one term of weight W.
-  Integer weights are equivalent to duplicated rows.
+  Integer weights equal duplicated rows with Breslow ties; with Efron ties only where the
+  weighted rows are not events (the correction counts tied events, not their weight, as R's).
 * Offsets are added to the linear predictor: eta = x beta + offset.
 * Residuals (score, Schoenfeld, martingale) are per row and *unweighted*, as R's
   ``residuals.coxph(weighted = FALSE)``; a robust variance multiplies the score residuals by the
