@@ -255,8 +255,14 @@ class RiskSets:
         """For each row, the sum of ``per_group`` (E,) or (E, k) over the groups it is at risk
         for, e.g. its cumulative hazard: (n,) or (n, k)."""
         v = np.asarray(per_group, dtype=float)
-        c = np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v, axis=0)])
-        return c[self.hs] - c[self.hl]
+        if v.ndim == 1:
+            c = np.concatenate([[0.0], np.cumsum(v)])
+            return c[self.hs] - c[self.hl]
+        out = np.empty((self.n, v.shape[1]), order="F")  # column-major: callers loop columns
+        for j in range(v.shape[1]):
+            c = np.concatenate([[0.0], np.cumsum(v[:, j])])
+            np.subtract(c[self.hs], c[self.hl], out=out[:, j])
+        return out
 
     def shift(self, eta: np.ndarray) -> np.ndarray | float:
         """Max of eta within each stratum (per row), so that exp(eta - shift) <= 1."""
