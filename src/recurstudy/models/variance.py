@@ -42,7 +42,7 @@ def sandwich(
 
     Parameters
     ----------
-    bread : (p, p) the model-based variance (inverse information).
+    bread : (p, p) the model-based variance (inverse information), symmetric.
     scores : (n, p) per-row score contributions (for a Cox fit: score residuals, times the case
         weights if any).
     cluster : (n,) cluster labels; None means every row is its own cluster.  With
@@ -60,9 +60,10 @@ def sandwich(
             f"scores must be (n, p) and bread (p, p); got {scores.shape} and {bread.shape}"
         )
     n, p = scores.shape
-    dfb = scores @ bread
     if cluster is None:
-        D, g = dfb, n
+        # the sum of the rows' dfbeta outer products, as bread (S'S) bread (vcovHC's HC0)
+        g = n
+        v = bread @ (scores.T @ scores) @ bread
     else:
         if n_clusters is None:
             codes, g = strata_codes(cluster)
@@ -70,8 +71,8 @@ def sandwich(
             codes, g = np.asarray(cluster, dtype=np.int64).reshape(-1), int(n_clusters)
         if codes.shape[0] != n:
             raise ValueError(f"cluster has length {codes.shape[0]} but scores has {n} rows")
-        D = cluster_sums(dfb, codes, g)
-    v = D.T @ D
+        D = cluster_sums(scores @ bread, codes, g)
+        v = D.T @ D
     if hc1:
         if cluster is None:
             v *= n / (n - p)
