@@ -9,8 +9,9 @@ engine against R.
   residual sums equal the score, row order does not matter.
 * R: ``coxph`` with case weights and offsets (tests/fixtures/risksets/weighted_reference.json,
   made by make_weighted_reference.R, R 4.2.2 / survival 3.5-3).  Measured maximum relative
-  differences: 2e-14 coefficients, 7e-14 variances, 9e-14 robust variances, 4e-15 logliks,
-  7e-14 score tests, 1e-14 score residuals (relative to the largest).  Tolerance 1e-10.
+  differences: 2e-14 coefficients, 6e-14 variances, 9e-14 robust variances, 4e-15 logliks, 7e-14
+  score tests, 4e-14 Wald tests; score residuals 1.4e-14, martingale and Schoenfeld residuals
+  4e-15 (relative to the largest).  Tolerance 1e-10.
 """
 
 from __future__ import annotations
@@ -409,3 +410,12 @@ def test_weights_and_offsets_match_r(key):
     np.testing.assert_allclose(
         pl.martingale_residuals(terms), mart, rtol=0, atol=RTOL * np.abs(mart).max()
     )
+    # Schoenfeld residuals: R sorts them by time (ties in its own order), so compare both sorted
+    # by (time, residuals rounded to 8 decimals: rounding noise must not reorder them)
+    sch = pl.schoenfeld_residuals(terms)
+    t_ev = np.asarray(stop, dtype=float)[rs.ev_pos]
+    r_sch = np.asarray(ref["schoenfeld"], dtype=float).reshape(sch.shape)
+    r_t = np.asarray(ref["schoenfeld_time"], dtype=float)
+    mine = sch[np.lexsort((*np.round(sch, 8).T[::-1], t_ev))]
+    theirs = r_sch[np.lexsort((*np.round(r_sch, 8).T[::-1], r_t))]
+    np.testing.assert_allclose(mine, theirs, rtol=0, atol=RTOL * np.abs(theirs).max())
