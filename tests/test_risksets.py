@@ -198,6 +198,15 @@ def test_right_censored_and_unstratified():
     assert k == 2 and list(codes) == [1, 0, 1]
 
 
+def test_no_events():
+    rs = RiskSets([1.0, 2.0], [0, 0], [0.0, 0.0], weights=[1.0, 2.0])
+    assert rs.ngroups == 0 and rs.group_time.size == 0 and rs.n_at_risk().size == 0
+    assert rs.risk_sums(np.ones(2)).size == 0 and rs.row_sums(np.zeros(0)).tolist() == [0, 0]
+    for method in ("efron", "breslow"):
+        t = rs.ties(method)
+        assert t.group.size == t.gstart.size == 0
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="weights"):
         RiskSets([1.0, 2.0], [1, 0], weights=[1.0, -1.0])

@@ -279,7 +279,7 @@ class RiskSets:
         if method == "efron":
             di = d.astype(np.int64)
             group = np.repeat(np.arange(E), di)
-            gstart = np.concatenate([[0], np.cumsum(di)[:-1]]).astype(np.int64)
+            gstart = np.cumsum(di) - di
             k = np.arange(group.size) - gstart[group]
             frac = k / d[group]
             if self.weights is None:
