@@ -29,6 +29,7 @@ from recurstudy.models.base import (
     tidy,
 )
 from recurstudy.models.coxph_engine import coxph_fit
+from recurstudy.models.risksets import RiskSets
 
 ID = "participant_id"
 
@@ -469,28 +470,17 @@ def mean_cumulative_function(
     The variance is computed in chunks of `chunk_size` participants (default: as many as keep a
     chunk's participants x event-times array within :data:`MCF_CHUNK_CELLS` cells, at most 20k).
     """
-    ev = cp[cp["event"] == 1]
-    times = np.unique(ev["stop"].to_numpy(dtype=float))
-    start_all = cp["start"].to_numpy(dtype=float)
-    stop_all = cp["stop"].to_numpy(dtype=float)
-    start, stop = np.sort(start_all), np.sort(stop_all)
-    # rows at risk at t: stop >= t minus start >= t
-    at_risk = (len(stop) - np.searchsorted(stop, times, side="left")) - (
-        len(start) - np.searchsorted(start, times, side="left")
+    rs = RiskSets(
+        cp["stop"].to_numpy(dtype=float),
+        cp["event"].to_numpy() == 1,
+        cp["start"].to_numpy(dtype=float),
     )
-    d = np.bincount(np.searchsorted(times, ev["stop"].to_numpy(dtype=float)), minlength=times.size)
+    times = rs.group_time
+    at_risk = rs.n_at_risk()  # rows with start < t <= stop
+    d = np.bincount(rs.ev_group, minlength=rs.ngroups)
     haz = d / at_risk
     mcf = np.cumsum(haz)
-    var = _mcf_clustered_variance(
-        cp[ID].to_numpy(),
-        start_all,
-        stop_all,
-        cp["event"].to_numpy() == 1,
-        times,
-        at_risk,
-        haz,
-        chunk_size,
-    )
+    var = _mcf_clustered_variance(cp[ID].to_numpy(), rs, at_risk, haz, chunk_size)
     se = np.sqrt(var)
     z = stats.norm.ppf(0.5 + conf_level / 2.0)
     return pd.DataFrame(
@@ -509,16 +499,14 @@ def mean_cumulative_function(
 
 def _mcf_clustered_variance(
     ids: np.ndarray,
-    start: np.ndarray,
-    stop: np.ndarray,
-    event: np.ndarray,
-    times: np.ndarray,
+    rs: RiskSets,
     n_risk: np.ndarray,
     haz: np.ndarray,
     chunk_size: int | None = None,
 ) -> np.ndarray:
     """sum_i U_i(t)^2 at each event time (see :func:`mean_cumulative_function`), as R's
-    survfitkm computes it (no small-sample factor).
+    survfitkm computes it (no small-sample factor).  ``rs``: the risk sets of the rows (one
+    stratum), whose at-risk ranges ``hl <= g < hs`` are the rows' event-time indices.
 
     Participants are taken in order of their last event time at risk, `chunk_size` at a time.
     Per chunk one (participants x event times up to the chunk's last + 1) array: the difference
@@ -527,16 +515,17 @@ def _mcf_clustered_variance(
     participant's events, summed along time again into U_i(t). Past a participant's last row U_i
     stays put, so the chunk's last column (its final U_i) covers the later event times.
     """
-    k = times.size
+    k = rs.ngroups
     var = np.zeros(k)
     if k == 0:
         return var
     # rows at risk over event-time indices [lo, hi): times[lo] > start, times[hi - 1] <= stop
-    lo = np.searchsorted(times, start, side="right")
-    hi = np.searchsorted(times, stop, side="right")
-    used = hi > lo  # a row at risk at no event time does not move U
-    codes, uniq = pd.factorize(ids[used], sort=False)
-    lo, hi, event = lo[used], hi[used], event[used]
+    event = np.zeros(rs.n, dtype=bool)
+    event[rs.ev_pos] = True
+    lo, hi = rs.hl, rs.hs
+    if not rs.use_all:  # a row at risk at no event time does not move U
+        ids, lo, hi, event = ids[rs.used], rs.hl_u, rs.hs_u, event[rs.used]
+    codes, uniq = pd.factorize(ids, sort=False)
     n_part = uniq.size
     last = np.zeros(n_part, dtype=hi.dtype)
     np.maximum.at(last, codes, hi)
