@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +278,7 @@ def evaluate_claim(
     return out
 
 
-def adjust_p_values(p: list[float], method: str) -> list[float]:
+def adjust_p_values(p: Sequence[float | None], method: str) -> list[float]:
     """Adjusted p-values in the declared order (the primary first): ``fixed_sequence`` (each is
     the largest p up to it: a claim is tested only when those before it were rejected) or
     ``holm`` (Holm's step-down). Missing p-values stay missing and do not stop the sequence
@@ -321,12 +321,13 @@ def evaluate_claims(
     TOST p-values, and the verdicts (secondary claims judged on their adjusted p)."""
     method = str(config.get("multiplicity") or "holm")
     rows = [evaluate_claim(c, estimates, models_dir, config) for c in ordered_claims(config)]
-    p = [r.get("p_value_tost") for r in rows]
+    p: list[float | None] = [r.get("p_value_tost") for r in rows]
     if method == "holm" and len(rows) > 1:
         # The primary is tested at alpha; it gates the secondary family, Holm-corrected within.
         gate = adjust_p_values(p[:1], "fixed_sequence")[0]
         holm = adjust_p_values(p[1:], "holm")
-        adjusted = [p[0], *(max(h, gate) if math.isfinite(h) else h for h in holm)]
+        first = float("nan") if p[0] is None else float(p[0])
+        adjusted = [first, *(max(h, gate) if math.isfinite(h) else h for h in holm)]
     else:
         adjusted = adjust_p_values(p, "fixed_sequence")
     for row, p_adj in zip(rows, adjusted, strict=True):

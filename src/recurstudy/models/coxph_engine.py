@@ -106,7 +106,8 @@ class CoxFit:
         """Coefficient table as a nested dict {name: {coef, se, robust_se, z, p}}."""
         from scipy.stats import norm
 
-        se_use = self.robust_se if self.robust_var is not None else self.se
+        robust_se = self.robust_se
+        se_use = robust_se if robust_se is not None else self.se
         out = {}
         for j, nm in enumerate(self.names):
             z = self.coef[j] / se_use[j]
@@ -114,7 +115,7 @@ class CoxFit:
                 "coef": float(self.coef[j]),
                 "exp_coef": float(np.exp(self.coef[j])),
                 "se": float(self.se[j]),
-                "robust_se": float(se_use[j]) if self.robust_var is not None else float("nan"),
+                "robust_se": float(se_use[j]) if robust_se is not None else float("nan"),
                 "z": float(z),
                 "p": float(2 * norm.sf(abs(z))),
             }
@@ -403,10 +404,10 @@ def coxph_fit(
     if start_a is not None:
         if np.isnan(start_a).any() or np.isposinf(start_a).any():
             raise ValueError("start contains NaN or +inf")
-        bad = np.flatnonzero(stop_a <= start_a)
-        if bad.size:
+        bad_rows = np.flatnonzero(stop_a <= start_a)
+        if bad_rows.size:
             raise ValueError(
-                f"stop <= start in {bad.size} row(s) (first at index {bad[0]}); "
+                f"stop <= start in {bad_rows.size} row(s) (first at index {bad_rows[0]}); "
                 "intervals must satisfy start < stop"
             )
     w_a = None
@@ -557,6 +558,7 @@ def coxph_fit(
             r0 = r0[:, ~sing]
             if w_a is not None:
                 r0 = r0 * w_a[:, None]
+            assert c_code is not None and n_clusters is not None  # set above with the cluster
             D0 = cluster_sums(r0, c_code, n_clusters)
             fit.robust_score_test = _wald(D0.T @ D0, D0.sum(axis=0), toler_chol)
 

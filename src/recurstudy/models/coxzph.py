@@ -112,6 +112,7 @@ def _score_parts(
         inv = wa / den
         c0 = np.add.reduceat(inv, t.gstart)  # per group: sum of wa / den and of wa f / den
         c1 = np.add.reduceat(inv * f, t.gstart)
+        assert m.S2 is not None and m.D2 is not None  # second moments were asked for
         blk = np.einsum("g,gjk->jk", c0, m.S2) - np.einsum("g,gjk->jk", c1, m.D2)
         blk -= (wa[:, None] * mean).T @ mean
         blocks.append(blk)

@@ -415,10 +415,10 @@ def _brent(x: np.ndarray, y: np.ndarray, lower: float | None = None) -> float:
         return float(np.mean(x))
     ord_ = np.argsort(x, kind="stable")
     xx, yy = x[ord_], y[ord_]
-    best = np.flatnonzero(yy == y.max())
-    if best.size > 1:
+    at_max = np.flatnonzero(yy == y.max())
+    if at_max.size > 1:
         raise _Surrender("Ties for max(y), I surrender")
-    best = int(best[0])
+    best = int(at_max[0])
     if best == 0:
         new = xx[0] - 3 * (xx[1] - xx[0])
         if lower is not None and new < lower:

@@ -382,7 +382,8 @@ class PartialLikelihood:
         if second:
             S2 = np.empty((E, p, p))
             D2 = np.empty((E, p, p))
-            for j, k in zip(*self.iu, strict=True):
+            for jj, kk in zip(*self.iu, strict=True):
+                j, k = int(jj), int(kk)
                 S2[:, j, k] = S2[:, k, j] = rs._sums_used(rx_u[j] * xs_u[:, k])
                 D2[:, j, k] = D2[:, k, j] = np.bincount(
                     g_ev, weights=rw_ev * self.xs_ev[:, j] * self.xs_ev[:, k], minlength=E
@@ -421,8 +422,8 @@ class PartialLikelihood:
         b2 = np.add.reduceat(inv2 * f * f, starts) if E else inv
 
         if rs.weights is None:
-            if np.isscalar(shift):
-                ev_shift = shift * ev.size
+            if not isinstance(shift, np.ndarray):
+                ev_shift = float(shift) * ev.size
             else:
                 ev_shift = float(shift[ev].sum())
             if offset is None and not bound:
@@ -430,12 +431,13 @@ class PartialLikelihood:
             else:
                 loglik = float(eta[ev].sum()) - ev_shift
         else:
-            sh_ev = shift if np.isscalar(shift) else shift[ev]
+            sh_ev = shift[ev] if isinstance(shift, np.ndarray) else shift
             loglik = float(rs.w_ev @ (eta[ev] - sh_ev))
         loglik -= float(np.sum(w * np.log(den)))
         # u = sum w x_ev - sum_terms w * (S1 - f D1) / den
         u = self.sum_x_ev - (a0 @ S1 - a1 @ D1)
         # imat = sum_terms w * [(S2 - f D2)/den - (S1 - f D1)(S1 - f D1)' / den^2]
+        assert S2 is not None and D2 is not None  # second moments are computed for the score
         imat = np.einsum("g,gjk->jk", a0, S2) - np.einsum("g,gjk->jk", a1, D2)
         imat -= np.einsum("g,gj,gk->jk", b0, S1, S1)
         cross = np.einsum("g,gj,gk->jk", b1, S1, D1)
@@ -510,8 +512,8 @@ class PartialLikelihood:
         """Baseline hazard increments at the event groups for the linear predictor evaluated
         (eta = 0 is the baseline): sum over the group's terms of w_t / den_t."""
         shift = terms.shift
-        if np.isscalar(shift):
-            return terms.a0 * np.exp(-shift)
+        if not isinstance(shift, np.ndarray):
+            return terms.a0 * np.exp(-float(shift))
         per_stratum = np.full(self.rs.n_strata, np.nan)
         per_stratum[self.rs.strata] = shift
         return terms.a0 * np.exp(-per_stratum[self.rs.group_stratum])

@@ -72,6 +72,7 @@ def _fit_cox(
     )
     counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
     var = fit.robust_var if cluster else fit.var
+    assert var is not None  # the engine sets robust_var whenever a cluster is given
     se = np.sqrt(np.diag(var))
     dropped = len(df) - len(rows)
     message = fit.message
@@ -637,7 +638,8 @@ class KaplanMeier(Model):
             np.array([np.nan]),
             robust=False,
             log_likelihood=None,
-            **counts,
+            n_participants=counts["n_participants"],
+            n_events=counts["n_events"],
         )
         table["statistic"] = lr_stat
         table["p_value"] = lr_p
