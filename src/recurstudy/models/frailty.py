@@ -65,8 +65,8 @@ from recurstudy.models.base import (
     Model,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     design,
-    failed,
     option,
     register,
     tidy,
@@ -763,11 +763,11 @@ class FrailtyCox(Model):
         counts = {"n_participants": int(df[ID].nunique()), "n_events": int(df["event"].sum())}
         present = set(df["arm"].dropna().astype(str).unique())
         if len(present) < 2:
-            return failed(
-                spec, f"only one arm in the data ({', '.join(sorted(present)) or 'none'})", **counts
+            raise NotEstimable(
+                f"only one arm in the data ({', '.join(sorted(present)) or 'none'})", **counts
             )
         if counts["n_events"] == 0:
-            return failed(spec, "no events: cannot fit a Cox model", **counts)
+            raise NotEstimable("no events: cannot fit a Cox model", **counts)
         X, names = design(spec.formula, df, intercept=False)
         rows = df.loc[X.index]
         counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
@@ -789,7 +789,7 @@ class FrailtyCox(Model):
             terms=_term_columns(spec.formula, rows, names),
         )
         if not np.isfinite(fit.theta):
-            return failed(spec, fit.message, **counts)
+            raise NotEstimable(fit.message, **counts)
         messages = [fit.message] if fit.message else []
         converged = fit.converged
         if _boundary(fit):

@@ -22,8 +22,8 @@ from recurstudy.models.base import (
     ModelDescription,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     design,
-    failed,
     option,
     register,
     tidy,
@@ -56,7 +56,7 @@ def _fit_cox(
     counts = {"n_participants": n_part, "n_events": n_events}
     msg = _arm_check(spec, df)
     if msg:
-        return failed(spec, msg, **counts)
+        raise NotEstimable(msg, **counts)
     X, names = design(spec.formula, df, intercept=False)
     rows = df.loc[X.index]
     ties = spec.options.get("ties", "efron")
@@ -601,7 +601,7 @@ class KaplanMeier(Model):
         counts = {"n_participants": int(len(fe)), "n_events": int(fe["event"].sum())}
         msg = _arm_check(spec, fe)
         if msg:
-            return failed(spec, msg, **counts)
+            raise NotEstimable(msg, **counts)
         control, interv = spec.arms["control"], spec.arms["intervention"]
         surv, mcf, med = [], [], []
         for label in (control, interv):
