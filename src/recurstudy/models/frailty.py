@@ -228,11 +228,11 @@ class _FrailtyProblem:
         # cross information (covariate j, frailty i)
         dxh = S1 * b0[:, None] - D1 * b1[:, None]
         mh2 = S1 * b1[:, None] - D1 * b2[:, None]
-        xh = rs.row_sums(dxh)  # (n, p): x-weighted cumulative hazard over the risk period
         cross = np.empty((p, nf))
         a1_ev = a1[g_ev]
         for j in range(p):
-            col = xc[:, j] * hr - xh[:, j]
+            # x-weighted cumulative hazard over the row's risk period, one column at a time
+            col = xc[:, j] * hr - rs.row_sums(dxh[:, j])
             col *= r
             col[ev] -= r_ev * (xc[ev, j] * a1_ev - mh2[g_ev, j])
             cross[j] = np.bincount(self.group, weights=col, minlength=nf)
