@@ -197,6 +197,66 @@ def _polish(cp: _Crossprods, theta0: np.ndarray, rough: bool) -> tuple[np.ndarra
     return theta, f(theta), float(np.max(np.abs(g)))
 
 
+@dataclass
+class _RemlFit:
+    """A converged (or best-effort) REML fit in lme4's parametrisation."""
+
+    theta: np.ndarray
+    dev: float  # lme4's REML criterion, -2 * REML log-likelihood
+    beta: np.ndarray
+    sigma2: float
+    vcov: np.ndarray  # sigma^2 (X' V^-1 X)^-1, lme4's vcov
+    gmax: float  # largest |finite-difference gradient| of the criterion at theta
+    sm_llf: float  # statsmodels' REML log-likelihood at its own (starting) optimum
+    converged: bool
+    problems: list[str]
+
+
+def _fit_reml(y: np.ndarray, X: np.ndarray, Z: np.ndarray, groups: np.ndarray) -> _RemlFit | str:
+    """REML fit of ``y = X beta + Z b + e`` (random intercept and slope per group), as lmer.
+
+    statsmodels' MixedLM gives the start; :func:`_polish` minimises lme4's profiled criterion.
+    Returns a message instead when no fixed-effect estimate can be formed.
+    """
+    problems: list[str] = []
+    theta0 = np.array([1.0, 0.0, 0.5])
+    rough = True
+    sm_llf = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import statsmodels.api as sm
+
+            res = sm.MixedLM(y, X, groups=groups, exog_re=Z).fit(
+                reml=True, method=["lbfgs"], maxiter=2000
+            )
+            T = np.asarray(res.cov_re) / res.scale
+            Lc = np.linalg.cholesky(T + 1e-12 * np.eye(2))
+            theta_sm = np.array([Lc[0, 0], Lc[1, 0], Lc[1, 1]])
+            if np.all(np.isfinite(theta_sm)):
+                theta0, rough = theta_sm, False
+            sm_llf = float(res.llf)
+        except Exception as exc:  # statsmodels failing is not fatal: polish from a default
+            problems.append(f"statsmodels MixedLM: {exc}")
+    sm_warn = _warning_messages(caught)
+    try:
+        cp = _Crossprods(y, X, Z, groups)
+        theta, dev, gmax = _polish(cp, theta0, rough)
+        dev, beta, sigma2, XVX, _ = cp.solve(theta)
+    except Exception as exc:
+        return f"REML optimisation failed: {exc}"
+    converged = bool(
+        np.isfinite(dev) and beta is not None and gmax < 1e-4 * max(1.0, abs(dev) / 1e3)
+    )
+    if not converged:
+        problems += sm_warn
+        problems.append(f"REML criterion not at a minimum (max |gradient| {gmax:.2g})")
+        if beta is None:
+            return "; ".join(problems)
+    vcov = sigma2 * np.linalg.inv(XVX)
+    return _RemlFit(theta, dev, beta, sigma2, vcov, gmax, sm_llf, converged, problems)
+
+
 # ---------------------------------------------------------------------------------------------
 # Data preparation
 # ---------------------------------------------------------------------------------------------
@@ -424,42 +484,12 @@ class PainMixedModel(Model):
         counts_kw = dict(n_participants=n_ids, n_events=len(df))
         claim_week = int(spec.options.get("week", 6))
 
-        problems: list[str] = []
-        theta0 = np.array([1.0, 0.0, 0.5])
-        rough = True
-        sm_llf = np.nan
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                import statsmodels.api as sm
-
-                res = sm.MixedLM(y, X, groups=groups, exog_re=Z).fit(
-                    reml=True, method=["lbfgs"], maxiter=2000
-                )
-                T = np.asarray(res.cov_re) / res.scale
-                Lc = np.linalg.cholesky(T + 1e-12 * np.eye(2))
-                theta_sm = np.array([Lc[0, 0], Lc[1, 0], Lc[1, 1]])
-                if np.all(np.isfinite(theta_sm)):
-                    theta0, rough = theta_sm, False
-                sm_llf = float(res.llf)
-            except Exception as exc:  # statsmodels failing is not fatal: polish from a default
-                problems.append(f"statsmodels MixedLM: {exc}")
-        sm_warn = _warning_messages(caught)
-        try:
-            cp = _Crossprods(y, X, Z, groups)
-            theta, dev, gmax = _polish(cp, theta0, rough)
-            dev, beta, sigma2, XVX, _ = cp.solve(theta)
-        except Exception as exc:
-            return failed(spec, f"REML optimisation failed: {exc}", **counts_kw)
-        converged = bool(
-            np.isfinite(dev) and beta is not None and gmax < 1e-4 * max(1.0, abs(dev) / 1e3)
-        )
-        if not converged:
-            problems += sm_warn
-            problems.append(f"REML criterion not at a minimum (max |gradient| {gmax:.2g})")
-            if beta is None:
-                return failed(spec, "; ".join(problems), **counts_kw)
-        vcov = sigma2 * np.linalg.inv(XVX)
+        fit = _fit_reml(y, X, Z, groups)
+        if isinstance(fit, str):
+            return failed(spec, fit, **counts_kw)
+        theta, dev, beta, sigma2 = fit.theta, fit.dev, fit.beta, fit.sigma2
+        gmax, sm_llf, converged, problems = fit.gmax, fit.sm_llf, fit.converged, fit.problems
+        vcov = fit.vcov
         se = np.sqrt(np.diag(vcov))
         llf = -0.5 * dev
         boundary = ""
