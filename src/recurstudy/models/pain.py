@@ -25,11 +25,37 @@ lme4's ``vcov``: ``sigma^2 (X' V^-1 X)^-1`` at the estimated variance parameters
 them, not statsmodels' joint-Hessian block). The log-likelihood is the REML log-likelihood
 (``logLik(fit)`` of a REML lmer fit; ``-2 *`` it is lme4's REML criterion).
 
-Extras: ``percent_change`` (model-estimated mean NRS per arm and week - ``mean_nrs``, ``se_mean``,
-``mean_conf_low/high`` - and the percent change from the baseline week, ``percent_change``,
-``se_percent_change``, ``conf_low/high`` (delta method, Wald z); rows ``row == "arm"``, plus one
-``row == "difference"`` row: intervention minus control percent change at the claim week, option
-``week``, default 6), ``variance_components`` (lme4's VarCorr, theta, REML criterion).
+Extras:
+
+- ``between_arm`` (the estimand a claim of "the intervention reduced pain by x%" is judged on):
+  for each post-baseline visit ``w``, ``reduction = 1 - mean_I(w) / mean_C(w)``, the percent
+  reduction of mean NRS in the intervention arm relative to the control arm, with the arm means,
+  their difference, the ratio, Wald z 95% intervals on the log ratio (delta method), the p-value of
+  no effect and the numbers of participants. Two methods (column ``method``):
+
+  - ``cLDA`` (primary): constrained longitudinal data analysis (Liang and Zeger 2000; Lu 2010):
+    ``lmer(nrs ~ factor(week) + trt_w2 + trt_w4 + ... + (1 + weeks_scaled | participant_id))``
+    with ``trt_wk`` = 1 for an intervention participant's score at week k. Baseline is part of
+    the outcome and its mean is common to both arms (randomisation); the arms differ only after
+    baseline. The covariance is the pain model's own (random intercept and slope, REML), so one
+    variance model serves the within- and between-arm numbers and the fit is lme4's; it needs 4
+    variance parameters where an unstructured 6 x 6 covariance needs 21. Population: all
+    randomised participants with any score; a missing visit is handled by the likelihood, valid
+    under missing at random given the observed scores (and the covariance model). Variance:
+    lme4's ``vcov`` given the variance parameters.
+  - ``ANCOVA`` (sensitivity): ``lm(nrs_w ~ arm + nrs_0)`` on participants with both scores
+    (complete cases at week w, valid when missingness is completely at random); ``mean_C`` is the
+    control mean at the mean baseline of those participants, ``mean_I = mean_C + delta``.
+
+- ``percent_change`` (descriptive: includes the control arm's own change): model-estimated mean
+  NRS per arm and week - ``mean_nrs``, ``se_mean``, ``mean_conf_low/high`` - and the percent
+  change from the baseline week, ``percent_change``, ``se_percent_change``, ``conf_low/high``
+  (delta method, Wald z); rows ``row == "arm"`` (``interpretation`` says that they are
+  descriptive), plus one ``row == "difference"`` row: intervention minus control percent change at
+  the claim week, option ``week``, default 6.
+- ``variance_components`` (lme4's VarCorr, theta, REML criterion) and ``clda_coefficients`` (the
+  cLDA's fixed effects, REML criterion and theta).
+
 Options: ``week``, ``visit_weeks``, ``slope_scale``.
 """
 
@@ -718,11 +744,23 @@ class PainMixedModel(Model):
     ratio: ClassVar[bool] = False
     estimand: ClassVar[str] = (
         "mean NRS pain by arm and visit week (REML, random intercept and slope per "
-        "participant) and the percent change from baseline at the claim's week"
+        "participant); between arms, 1 - mean_I(w) / mean_C(w) at each visit (cLDA, ANCOVA as "
+        "sensitivity); within arm (descriptive), the percent change from baseline"
     )
     extras: ClassVar[tuple[ExtraTable, ...]] = (
-        ExtraTable("percent_change", "Model-based means and percent change from baseline"),
+        ExtraTable(
+            "between_arm",
+            "Between-arm reduction of mean NRS, 1 - intervention / control mean, per visit: "
+            "cLDA (common baseline, all visits, missing visits MAR) and baseline-adjusted ANCOVA "
+            "(complete cases); Wald 95% intervals on the log ratio",
+        ),
+        ExtraTable(
+            "percent_change",
+            "Model-based means and percent change from baseline within each arm (descriptive: "
+            "includes the control arm's own change)",
+        ),
         ExtraTable("variance_components", "Variance components", "appendix"),
+        ExtraTable("clda_coefficients", "cLDA fixed effects (REML)", "appendix"),
     )
     claim_metrics: ClassVar[tuple[str, ...]] = ("pain_reduction",)
     reference: ClassVar[str] = "Laird and Ware (1982); Bates et al. (2015)"
