@@ -31,6 +31,13 @@ import pandas as pd
 from recurstudy.contract import ARM, DEFAULT_ARMS, ID, TABLES
 
 EPOCH = np.datetime64("2025-01-06")
+# Pain-score generative constants (NRS points): baseline ~ N(mean, sd) rounded to 0..10; after
+# baseline, participant random intercept and slope (per sqrt(week)) and visit noise.
+PAIN_BASELINE_MEAN = 5.5
+PAIN_BASELINE_SD = 1.8
+PAIN_INTERCEPT_SD = 0.6
+PAIN_SLOPE_SD = 0.15
+PAIN_NOISE_SD = 0.7
 
 
 @dataclass
@@ -90,7 +97,8 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     enrol = rng.integers(0, p.enrol_window_days, n)
     age = np.clip(np.round(rng.normal(26.0, 6.0, n)), 16, 60).astype(int)
     sex = np.where(rng.random(n) < 0.45, "F", "M")
-    baseline_pain = np.clip(np.round(rng.normal(5.5, 1.8, n)), 0, 10).astype(int)
+    baseline_pain = rng.normal(PAIN_BASELINE_MEAN, PAIN_BASELINE_SD, n)
+    baseline_pain = np.clip(np.round(baseline_pain), 0, 10).astype(int)
     prior = rng.poisson(1.5, n)
 
     leaves = rng.random(n) < p.dropout
@@ -175,11 +183,11 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     vdays = weeks * 7
     # keyed by role (control / intervention), whatever the arms' labels
     red = np.where(arm == 1, p.pain_reduction["intervention"], p.pain_reduction["control"])
-    ri = rng.normal(0.0, 0.6, n)
-    rs = rng.normal(0.0, 0.15, n)
+    ri = rng.normal(0.0, PAIN_INTERCEPT_SD, n)
+    rs = rng.normal(0.0, PAIN_SLOPE_SD, n)
     frac = np.minimum(weeks / 6.0, 1.0)
     mean = baseline_pain[:, None] * (1.0 - red[:, None] * frac[None, :])
-    noise = rng.normal(0.0, 0.7, (n, weeks.size))
+    noise = rng.normal(0.0, PAIN_NOISE_SD, (n, weeks.size))
     nrs = mean + (ri[:, None] + rs[:, None] * np.sqrt(weeks)[None, :]) * (weeks > 0) + noise
     nrs[:, 0] = baseline_pain  # week 0 is the baseline assessment itself
     nrs = np.clip(np.round(nrs), 0, 10).astype(int)
@@ -193,6 +201,37 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
         }
     )
     return dict(zip(TABLES, (participants, episodes, pain_scores), strict=True))
+
+
+def _rounded_clipped_mean(mu: np.ndarray, sd: float) -> np.ndarray:
+    """E[clip(round(X), 0, 10)] for X ~ N(mu, sd^2), exactly (rounding ties have probability 0)."""
+    from scipy import stats
+
+    mu = np.asarray(mu, dtype=float)[..., None]
+    k = np.arange(11.0)
+    upper = np.where(k < 10, stats.norm.cdf((k + 0.5 - mu) / sd), 1.0)
+    lower = np.where(k > 0, stats.norm.cdf((k - 0.5 - mu) / sd), 0.0)
+    return np.sum(k * (upper - lower), axis=-1)
+
+
+def expected_pain(params: SimulationParams, role: str, week: float) -> float:
+    """The true mean NRS of arm `role` (``control`` / ``intervention``) at `week`, on the scale
+    the data are recorded (rounded and clipped to 0..10), under the generative model above: the
+    quantity that a between-arm ratio of mean NRS estimates (``1 - expected_pain(p,
+    "intervention", w) / expected_pain(p, "control", w)``). Computed exactly: a sum over the
+    baseline's 11 values and the rounded score's 11 values of normal probabilities."""
+    k = np.arange(11.0)
+    z_hi = np.where(k < 10, (k + 0.5 - PAIN_BASELINE_MEAN) / PAIN_BASELINE_SD, np.inf)
+    z_lo = np.where(k > 0, (k - 0.5 - PAIN_BASELINE_MEAN) / PAIN_BASELINE_SD, -np.inf)
+    from scipy import stats
+
+    p_base = stats.norm.cdf(z_hi) - stats.norm.cdf(z_lo)
+    if week <= 0:
+        return float(np.sum(k * p_base))
+    frac = min(week / 6.0, 1.0)
+    mu = k * (1.0 - params.pain_reduction[role] * frac)
+    sd = float(np.sqrt(PAIN_INTERCEPT_SD**2 + PAIN_SLOPE_SD**2 * week + PAIN_NOISE_SD**2))
+    return float(np.sum(p_base * _rounded_clipped_mean(mu, sd)))
 
 
 def truth(params: SimulationParams) -> dict:
