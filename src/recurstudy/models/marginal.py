@@ -334,7 +334,7 @@ class MarginalMean(Model):
         tau = None if spec is None else spec.options.get("tau")
         if tau is None:
             return desc
-        estimand = desc.estimand.replace(_TAU_DEFAULT, f"day {tau}")
+        estimand = desc.estimand.replace(f"day tau ({_TAU_DEFAULT})", f"day {tau}")
         return replace(desc, estimand=estimand)
 
     def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
