@@ -113,6 +113,14 @@ def _at_risk(start: np.ndarray, stop: np.ndarray, times: np.ndarray) -> np.ndarr
     )
 
 
+def _arm_mask(arm: pd.Series, label: str) -> np.ndarray:
+    """Rows whose arm is `label` (compared as text; a categorical is compared on its codes)."""
+    if isinstance(arm.dtype, pd.CategoricalDtype):
+        hit = np.flatnonzero(arm.cat.categories.astype(str) == str(label))
+        return np.isin(arm.cat.codes.to_numpy(), hit)
+    return arm.astype(str).to_numpy() == str(label)
+
+
 def _event_grid(
     start: np.ndarray, stop: np.ndarray, event: np.ndarray, tau: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -182,10 +190,9 @@ def planned_followup(cp: pd.DataFrame, arms: tuple[str, str]) -> float:
     """The default tau: the largest time at which both arms still have someone at risk, i.e. the
     smaller of the two arms' last ``stop`` (a row is at risk on (start, stop]).  Past it one arm's
     mean function is not identified.  NaN if an arm has no rows."""
-    arm = cp["arm"].astype(str).to_numpy()
     stop = cp["stop"].to_numpy(dtype=float)
-    last = [stop[arm == a].max() if np.any(arm == a) else np.nan for a in arms]
-    return float(min(last))
+    masks = [_arm_mask(cp["arm"], a) for a in arms]
+    return float(min(stop[m].max() if m.any() else np.nan for m in masks))
 
 
 def pseudo_score_test(cp: pd.DataFrame, tau: float, intervention: str) -> pd.DataFrame:
@@ -201,7 +208,7 @@ def pseudo_score_test(cp: pd.DataFrame, tau: float, intervention: str) -> pd.Dat
     start = cp["start"].to_numpy(dtype=float)
     stop = cp["stop"].to_numpy(dtype=float)
     event = cp["event"].to_numpy() == 1
-    z = (cp["arm"].astype(str).to_numpy() == intervention).astype(float)
+    z = _arm_mask(cp["arm"], intervention).astype(float)
     times, n_risk, d, lo, hi, ev = _event_grid(start, stop, event, tau)
     zbar = _at_risk(start[z == 1], stop[z == 1], times) / n_risk
     dmu = d / n_risk
@@ -338,11 +345,11 @@ class MarginalMean(Model):
         return replace(desc, estimand=estimand)
 
     def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
-        cp = counting_process
+        cp = counting_process[[ID, "arm", "start", "stop", "event"]]
         control, interv = spec.arms["control"], spec.arms["intervention"]
-        arm = cp["arm"].astype(str)
+        in_arm = {a: _arm_mask(cp["arm"], a) for a in (control, interv)}
         counts = {"n_participants": int(cp[ID].nunique()), "n_events": int(cp["event"].sum())}
-        missing = [a for a in (control, interv) if not (arm == a).any()]
+        missing = [a for a in (control, interv) if not in_arm[a].any()]
         if missing:
             return failed(spec, f"no participants in the {' and '.join(missing)} arm", **counts)
         last = planned_followup(cp, (control, interv))
@@ -356,7 +363,7 @@ class MarginalMean(Model):
                 "where an arm has nobody at risk",
                 **counts,
             )
-        by_arm = {a: mean_at(cp[arm == a], tau) for a in (control, interv)}
+        by_arm = {a: mean_at(cp[in_arm[a]], tau) for a in (control, interv)}
         cmp = compare_means(by_arm[control], by_arm[interv], spec.conf_level)
         z = stats.norm.ppf(0.5 + spec.conf_level / 2.0)
         means = pd.DataFrame(
@@ -432,7 +439,7 @@ def proportional_rates_mean(
     start = cp["start"].to_numpy(dtype=float)
     stop = cp["stop"].to_numpy(dtype=float)
     event = cp["event"].to_numpy() == 1
-    z = cp["arm"].astype(str).to_numpy() == intervention
+    z = _arm_mask(cp["arm"], intervention)
     times, n_risk, d, *_ = _event_grid(start, stop, event, np.inf)
     y_i = _at_risk(start[z], stop[z], times)
     risk = np.exp(coef)
