@@ -174,7 +174,7 @@ def test_ratio_and_difference_match_the_delta_method_in_r(cohort, tau):
     assert rel(row["p_value"], at["p_ratio"]) < 1e-9  # a p of 1e-20 carries rounding of z^2
     diff = res.extras["difference"].iloc[0]
     assert rel(diff["estimate"], at["difference"]) < RTOL
-    assert rel(diff["std_error"], at["se_difference"]) < RTOL
+    assert rel(diff["std_err"], at["se_difference"]) < RTOL
     assert rel([diff["conf_low"], diff["conf_high"]], [at["diff_low"], at["diff_high"]]) < RTOL
     assert rel(diff["p_value"], at["p_difference"]) < 1e-9
     assert row["n_events"] == sum(a["n_events"] for a in at["arms"])
@@ -226,7 +226,7 @@ def test_tiny_cohort_by_hand():
     assert row["std_error"] ** 2 == pytest.approx(f(Fraction(7, 18)), abs=1e-15)
     diff = res.extras["difference"].iloc[0]
     assert diff["estimate"] == pytest.approx(-1 / 3, abs=1e-15)
-    assert diff["std_error"] ** 2 == pytest.approx(f(Fraction(8, 27)), abs=1e-15)
+    assert diff["std_err"] ** 2 == pytest.approx(f(Fraction(8, 27)), abs=1e-15)
     ps = res.extras["pseudo_score"].iloc[0]
     u = np.array([-73, -13, 62, 7, -68, 25]) / 150
     assert ps["score"] == pytest.approx(u.sum(), abs=1e-15) and u.sum() == pytest.approx(-0.4)
@@ -308,7 +308,7 @@ def test_arm_without_episodes_is_a_failed_row_with_a_message():
     assert means.loc["intervention", "mean"] == 0 and means.loc["intervention", "std_err"] == 0
     diff = res.extras["difference"].iloc[0]
     assert diff["estimate"] == pytest.approx(-means.loc["control", "mean"], rel=1e-15)
-    assert diff["std_error"] == pytest.approx(means.loc["control", "std_err"], rel=1e-15)
+    assert diff["std_err"] == pytest.approx(means.loc["control", "std_err"], rel=1e-15)
 
 
 def test_one_arm_only_and_custom_labels():

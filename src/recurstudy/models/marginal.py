@@ -297,7 +297,15 @@ _TAU_DEFAULT = "the planned follow-up (the last day both arms still have someone
 @register
 class MarginalMean(Model):
     """Ratio and difference of the mean numbers of episodes per participant by day tau, with
-    robust (Lawless-Nadeau) errors, and the Cook-Lawless-Nadeau pseudo-score test."""
+    robust (Lawless-Nadeau) errors, and the Cook-Lawless-Nadeau pseudo-score test.
+
+    The tidy row (term ``arm[T.<intervention>]``): estimate log mu_I(tau) / mu_C(tau), its
+    delta-method robust SE, Wald z and p, the interval on the log scale (exp columns: the ratio
+    and its interval); n_events counts the episodes by tau.  tau is the option ``tau`` or the
+    planned follow-up, min over arms of the arm's last ``stop``: past it an arm has nobody at
+    risk and its mean is not identified, so a larger ``tau`` is a failed fit.  An arm without an
+    episode by tau gives a failed row (the ratio is 0 or infinite) with the extras still written.
+    """
 
     kind: ClassVar[str] = "marginal_mean"
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
@@ -316,7 +324,7 @@ class MarginalMean(Model):
         ExtraTable(
             "means",
             "Mean number of episodes per participant by day tau, by arm (Nelson-Aalen type; "
-            "robust standard error; plain 95% interval; rows at risk at tau)",
+            "robust standard error; plain interval floored at 0; rows at risk at tau)",
         ),
         ExtraTable(
             "difference",
@@ -351,7 +359,8 @@ class MarginalMean(Model):
         counts = {"n_participants": int(cp[ID].nunique()), "n_events": int(cp["event"].sum())}
         missing = [a for a in (control, interv) if not in_arm[a].any()]
         if missing:
-            return failed(spec, f"no participants in the {' and '.join(missing)} arm", **counts)
+            where = " and ".join(missing) + (" arms" if len(missing) > 1 else " arm")
+            return failed(spec, f"no participants in the {where}", **counts)
         last = planned_followup(cp, (control, interv))
         tau = spec.options.get("tau")
         tau = last if tau is None else float(tau)
@@ -385,7 +394,7 @@ class MarginalMean(Model):
                 {
                     "tau": [tau],
                     "estimate": [cmp["difference"]],
-                    "std_error": [cmp["se_difference"]],
+                    "std_err": [cmp["se_difference"]],
                     "conf_low": [cmp["diff_low"]],
                     "conf_high": [cmp["diff_high"]],
                     "statistic": [cmp["diff_statistic"]],
@@ -402,7 +411,8 @@ class MarginalMean(Model):
         if empty:
             res = failed(
                 spec,
-                f"no episodes by day {tau:g} in the {' and '.join(empty)} arm: the ratio of mean "
+                f"no episodes by day {tau:g} in the {' and '.join(empty)} "
+                f"arm{'s' if len(empty) > 1 else ''}: the ratio of mean "
                 "numbers of episodes is not estimable (see the difference table)",
                 **counts,
             )
