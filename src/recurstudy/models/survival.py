@@ -199,15 +199,21 @@ class AndersenGill(Model):
         "counted while at risk; with robust errors clustered on participant it estimates the "
         "ratio of mean rates of the Lin-Wei-Yang-Ying proportional rates model"
     )
-    extras: ClassVar[tuple[ExtraTable, ...]] = _COX_EXTRAS
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        *_COX_EXTRAS,
+        ExtraTable("mean_function", "Fitted mean number of episodes by arm (LWYY)", "hidden"),
+    )
     claim_metrics: ClassVar[tuple[str, ...]] = ("hazard_reduction", "rate_reduction")
     reference: ClassVar[str] = "Andersen and Gill (1982); Lin, Wei, Yang and Ying (2000)"
     r_call: ClassVar[str] = "coxph(Surv(start, stop, event) ~ arm, cluster = participant_id)"
 
     def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
-        return _fit_cox(
-            spec, counting_process, stop="stop", start="start", strata=None, cluster=True
-        )
+        from recurstudy.models.marginal import fitted_mean_extras
+
+        cp = counting_process
+        res = _fit_cox(spec, cp, stop="stop", start="start", strata=None, cluster=True)
+        res.extras.update(fitted_mean_extras(spec, cp, res))  # LWYY mean function
+        return res
 
 
 @dataclass(frozen=True)
