@@ -23,10 +23,11 @@ Notation (per arm a; all sums over the counting-process rows of that arm)
   ``survfit(..., id = participant_id, robust = TRUE)`` and ``mets::recurrentMarginal``'s
   ``se.mu^2`` (untied times). It needs no Poisson assumption: the episodes of one participant
   may be dependent in any way.
-  Computed per row with two cumulative sums over the event times: a row at risk at the event
-  times with indices [lo, hi) contributes -(G[hi] - G[lo]) with G the cumulative sum of
-  d / Y^2, and a row ending in an episode at t <= tau adds 1 / Y(t); the rows' contributions are
-  summed per participant (``np.bincount``).  No loop over participants or event times.
+  Computed per row on the shared risk sets (:class:`recurstudy.models.risksets.RiskSets`, the
+  same as the Cox engine and the MCF use): a row at risk at the event times with indices
+  [hl, hs) contributes -(G[hs] - G[hl]) with G the cumulative sum of d / Y^2 (``row_sums``),
+  and a row ending in an episode at t <= tau adds 1 / Y(t); the rows' contributions are summed
+  per participant (``np.bincount``).  No loop over participants or event times.
 
 Ratio and difference (hand derivation, arms independent)
 --------------------------------------------------------
@@ -85,6 +86,7 @@ from recurstudy.models.base import (
     register,
     tidy,
 )
+from recurstudy.models.risksets import RiskSets
 
 ID = "participant_id"
 
@@ -106,13 +108,6 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 
 
-def _at_risk(start: np.ndarray, stop: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Rows with start < t <= stop at each t: #(start < t) - #(stop < t)."""
-    return np.searchsorted(np.sort(start), times, side="left") - np.searchsorted(
-        np.sort(stop), times, side="left"
-    )
-
-
 def _arm_mask(arm: pd.Series, label: str) -> np.ndarray:
     """Rows whose arm is `label` (compared as text; a categorical is compared on its codes)."""
     if isinstance(arm.dtype, pd.CategoricalDtype):
@@ -121,18 +116,20 @@ def _arm_mask(arm: pd.Series, label: str) -> np.ndarray:
     return arm.astype(str).to_numpy() == str(label)
 
 
-def _event_grid(
-    start: np.ndarray, stop: np.ndarray, event: np.ndarray, tau: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct event times <= tau, rows at risk Y and events d there; per row the range
-    [lo, hi) of event-time indices at which it is at risk, and which rows are events <= tau."""
-    ev = event & (stop <= tau)
-    times = np.unique(stop[ev])
-    n_risk = _at_risk(start, stop, times)
-    d = np.bincount(np.searchsorted(times, stop[ev]), minlength=times.size)
-    lo = np.searchsorted(times, start, side="right")
-    hi = np.searchsorted(times, stop, side="right")
-    return times, n_risk, d, lo, hi, ev
+def _risk_sets(cp: pd.DataFrame) -> tuple[RiskSets, np.ndarray, np.ndarray, np.ndarray]:
+    """The shared risk sets of `cp`'s (start, stop] rows (:class:`RiskSets`: event groups at the
+    distinct event times, each row at risk for groups hl <= g < hs), the rows at risk per group,
+    and the rows' start and stop."""
+    start = cp["start"].to_numpy(dtype=float)
+    stop = cp["stop"].to_numpy(dtype=float)
+    rs = RiskSets(stop, cp["event"].to_numpy() == 1, start)
+    return rs, rs.n_at_risk(), start, stop
+
+
+def _events_by(rs: RiskSets, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """The event rows at or before tau and their event groups."""
+    by_tau = rs.group_time[rs.ev_group] <= tau
+    return rs.ev_pos[by_tau], rs.ev_group[by_tau]
 
 
 @dataclass
@@ -165,14 +162,11 @@ def mean_at(cp: pd.DataFrame, tau: float) -> MeanAtTau:
     counting-process rows: participant_id, start, stop, event) with each participant's influence
     U_i(tau) and the robust variance sum_i U_i(tau)^2 (vectorised; see the module docstring)."""
     codes, ids = pd.factorize(cp[ID], sort=False)
-    start = cp["start"].to_numpy(dtype=float)
-    stop = cp["stop"].to_numpy(dtype=float)
-    event = cp["event"].to_numpy() == 1
-    times, n_risk, d, lo, hi, ev = _event_grid(start, stop, event, tau)
-    dmu = d / n_risk
-    g = np.concatenate([[0.0], np.cumsum(dmu / n_risk)])
-    contrib = g[lo] - g[hi]  # -(sum over the row's event times at risk of d / Y^2)
-    contrib[ev] += 1.0 / n_risk[hi[ev] - 1]  # the row's own episode at its stop
+    rs, n_risk, start, stop = _risk_sets(cp)
+    dmu = np.where(rs.group_time <= tau, rs.d / n_risk, 0.0)
+    contrib = -rs.row_sums(dmu / n_risk)  # -(sum over the row's event times at risk of d / Y^2)
+    rows, groups = _events_by(rs, tau)
+    contrib[rows] += 1.0 / n_risk[groups]  # the row's own episode at its stop
     influence = np.bincount(codes, weights=contrib, minlength=ids.size)
     risk_tau = int(np.sum((start < tau) & (tau <= stop)))
     return MeanAtTau(
@@ -180,7 +174,7 @@ def mean_at(cp: pd.DataFrame, tau: float) -> MeanAtTau:
         mean=float(dmu.sum()),
         variance=float(influence @ influence),
         n_risk=risk_tau,
-        n_events=int(d.sum()),
+        n_events=int(rows.size),
         participants=np.asarray(ids),
         influence=influence,
     )
@@ -205,20 +199,17 @@ def pseudo_score_test(cp: pd.DataFrame, tau: float, intervention: str) -> pd.Dat
     (chi-square), ``variance_naive`` (Poisson-process variance, reference only) and ``tau``.
     """
     codes, ids = pd.factorize(cp[ID], sort=False)
-    start = cp["start"].to_numpy(dtype=float)
-    stop = cp["stop"].to_numpy(dtype=float)
-    event = cp["event"].to_numpy() == 1
     z = _arm_mask(cp["arm"], intervention).astype(float)
-    times, n_risk, d, lo, hi, ev = _event_grid(start, stop, event, tau)
-    zbar = _at_risk(start[z == 1], stop[z == 1], times) / n_risk
-    dmu = d / n_risk
-    h = np.concatenate([[0.0], np.cumsum(dmu)])
-    k = np.concatenate([[0.0], np.cumsum(zbar * dmu)])
+    rs, n_risk, _, _ = _risk_sets(cp)
+    zbar = rs.risk_sums(z) / n_risk
+    dmu = np.where(rs.group_time <= tau, rs.d / n_risk, 0.0)
+    d = np.where(rs.group_time <= tau, rs.d, 0.0)
     # -(sum over the row's event times at risk of (z - zbar) dmu_0), then its own episode
-    contrib = (k[hi] - k[lo]) - z * (h[hi] - h[lo])
-    contrib[ev] += z[ev] - zbar[hi[ev] - 1]
+    contrib = rs.row_sums(zbar * dmu) - z * rs.row_sums(dmu)
+    rows, groups = _events_by(rs, tau)
+    contrib[rows] += z[rows] - zbar[groups]
     u_i = np.bincount(codes, weights=contrib, minlength=ids.size)
-    observed = float(z[ev].sum())
+    observed = float(z[rows].sum())
     expected = float(d @ zbar)
     score = observed - expected
     variance = float(u_i @ u_i)
@@ -446,14 +437,12 @@ def proportional_rates_mean(
     start < s <= stop; R's ``survfit(coxph_fit, newdata, ctype = 1)$cumhaz``) estimates the
     control arm's mean number of episodes by t, and mu_0(t) exp(beta) the intervention arm's, when
     the ratio of the arms' rates is constant over time.  Columns: arm, time, mean."""
-    start = cp["start"].to_numpy(dtype=float)
-    stop = cp["stop"].to_numpy(dtype=float)
-    event = cp["event"].to_numpy() == 1
     z = _arm_mask(cp["arm"], intervention)
-    times, n_risk, d, *_ = _event_grid(start, stop, event, np.inf)
-    y_i = _at_risk(start[z], stop[z], times)
+    rs, n_risk, _, _ = _risk_sets(cp)
+    y_i = rs.risk_sums(z.astype(float))
     risk = np.exp(coef)
-    mu0 = np.cumsum(d / ((n_risk - y_i) + risk * y_i))
+    mu0 = np.cumsum(rs.d / ((n_risk - y_i) + risk * y_i))
+    times = rs.group_time
     return pd.DataFrame(
         {
             "arm": np.repeat([control, intervention], times.size),
