@@ -417,7 +417,8 @@ class MarginalMean(Model):
             robust=True,
             log_likelihood=None,
             message=f"tau = {tau:g} days",
-            **counts,
+            n_participants=counts["n_participants"],
+            n_events=counts["n_events"],
         )
         return ModelResult(table, extras)
 
