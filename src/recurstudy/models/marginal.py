@@ -81,6 +81,7 @@ from recurstudy.models.base import (
     ModelDescription,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     failed,
     option,
     register,
@@ -351,13 +352,12 @@ class MarginalMean(Model):
         missing = [a for a in (control, interv) if not in_arm[a].any()]
         if missing:
             where = " and ".join(missing) + (" arms" if len(missing) > 1 else " arm")
-            return failed(spec, f"no participants in the {where}", **counts)
+            raise NotEstimable(f"no participants in the {where}", **counts)
         last = planned_followup(cp, (control, interv))
         tau = spec.options.get("tau")
         tau = last if tau is None else float(tau)
         if tau > last:
-            return failed(
-                spec,
+            raise NotEstimable(
                 f"tau = {tau:g} days is past the planned follow-up (day {last:g}, the last day "
                 "both arms have someone at risk): a mean number of episodes is not estimable "
                 "where an arm has nobody at risk",
