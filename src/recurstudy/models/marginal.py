@@ -80,7 +80,7 @@ from recurstudy.models.base import (
     ModelDescription,
     ModelResult,
     ModelSpec,
-    failed,
+    NotEstimable,
     option,
     register,
     tidy,
@@ -311,6 +311,7 @@ class MarginalMean(Model):
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
     adjustable: ClassVar[bool] = False
     Options: ClassVar[type] = MarginalMeanOptions
+    group: ClassVar[str] = "marginal rate"
     title: ClassVar[str] = "Mean number of episodes by tau (marginal means)"
     effect_measure: ClassVar[str | None] = "ratio of mean numbers of episodes"
     estimand: ClassVar[str] = (
@@ -360,13 +361,12 @@ class MarginalMean(Model):
         missing = [a for a in (control, interv) if not in_arm[a].any()]
         if missing:
             where = " and ".join(missing) + (" arms" if len(missing) > 1 else " arm")
-            return failed(spec, f"no participants in the {where}", **counts)
+            raise NotEstimable(f"no participants in the {where}", **counts)
         last = planned_followup(cp, (control, interv))
         tau = spec.options.get("tau")
         tau = last if tau is None else float(tau)
         if tau > last:
-            return failed(
-                spec,
+            raise NotEstimable(
                 f"tau = {tau:g} days is past the planned follow-up (day {last:g}, the last day "
                 "both arms have someone at risk): a mean number of episodes is not estimable "
                 "where an arm has nobody at risk",
@@ -409,15 +409,14 @@ class MarginalMean(Model):
         }
         empty = [a for a in (control, interv) if by_arm[a].mean == 0]
         if empty:
-            res = failed(
-                spec,
+            err = NotEstimable(
                 f"no episodes by day {tau:g} in the {' and '.join(empty)} "
                 f"arm{'s' if len(empty) > 1 else ''}: the ratio of mean "
                 "numbers of episodes is not estimable (see the difference table)",
                 **counts,
             )
-            res.extras = extras
-            return res
+            err.extras = extras
+            raise err
         table = tidy(
             spec,
             [spec.intervention_term],
@@ -426,7 +425,8 @@ class MarginalMean(Model):
             robust=True,
             log_likelihood=None,
             message=f"tau = {tau:g} days",
-            **counts,
+            n_participants=counts["n_participants"],
+            n_events=counts["n_events"],
         )
         return ModelResult(table, extras)
 
