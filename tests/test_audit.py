@@ -10,8 +10,8 @@ from pathlib import Path
 
 from test_report import demo_report  # noqa: F401  (session fixture: one workflow run)
 
-from recurstudy import report as rp
 from recurstudy.audit import compare_outputs
+from recurstudy.provenance import sha256_file
 
 RECURSTUDY = Path(sys.executable).with_name("recurstudy")
 
@@ -42,7 +42,7 @@ def test_manifest_contents(demo_report):  # noqa: F811
     )
     # outputs hashed as they are on disk
     for e in m["outputs"][:5]:
-        assert rp.sha256_file(demo_report / e["path"]) == e["sha256"]
+        assert sha256_file(demo_report / e["path"]) == e["sha256"]
     # run-specific facts live only in run_info.json
     text = (demo_report / "reports/manifest.json").read_text()
     assert str(demo_report) not in text and "host" not in text
