@@ -153,12 +153,27 @@ def build_manifest(
         inputs.append(
             {"role": "lock", "root": "workflow", **file_entry("requirements.lock", workflow_dir)}
         )
+    from recurstudy.plan import PlanError, plan_path
+
+    try:
+        plan_file = plan_path(config, run_dir)
+    except PlanError:
+        plan_file = None
+    if plan_file is not None and plan_file.exists():
+        inputs.append({"role": "plan", **file_entry(_relpath(plan_file, run_dir), run_dir)})
     inputs.sort(key=lambda e: (e.get("root", "run"), e["path"]))
     outputs = [file_entry(p, run_dir) for p in output_files(run_dir)]
+    status_file = run_dir / "results" / "plan_status.json"
+    plan = json.loads(status_file.read_text()) if status_file.exists() else None
     return {
         "manifest_version": 1,
         "source_commit": git_commit(workflow_dir),
         "versions": package_versions(),
+        "plan": {
+            "prespecified": bool(plan and plan.get("prespecified")),
+            "locked_on": plan.get("locked_on") if plan else None,
+            "statement": plan.get("statement") if plan else "not pre-specified",
+        },
         "inputs": inputs,
         "outputs": outputs,
     }

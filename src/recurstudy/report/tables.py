@@ -509,24 +509,45 @@ def rates_table(
 # ------------------------------------------------------------------------------ claims
 
 
+CONTRAST_TEXT = {
+    "between_arm": "between arms",
+    "within_arm": (
+        "within the intervention arm (descriptive: includes the control arm's own change)"
+    ),
+}
+
+
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """Each claim with its estimate on the claim's scale, interval, verdict, reason and power."""
+    """Each claim with its role (primary or secondary), estimate on the claim's scale, 95% and
+    90% intervals, the equivalence (TOST) and multiplicity-adjusted p-values, verdict, reason
+    and power."""
     rows = []
     for r in claims.itertuples(index=False):
         est = getattr(r, "estimate", float("nan"))
+        primary = bool(getattr(r, "primary", False))
+        contrast = getattr(r, "contrast", "")
+        contrast = CONTRAST_TEXT.get(contrast, "") if isinstance(contrast, str) else ""
+        margin = getattr(r, "margin", float("nan"))
         rows.append(
             {
                 "claim": r.claim_id,
+                "role": "primary" if primary else f"secondary ({getattr(r, 'multiplicity', '')})",
                 "statement": r.statement,
-                "model": r.model,
-                "claimed": fmt_pct(r.claimed),
+                "model": r.model + (f"; {contrast}" if contrast else ""),
+                "claimed": fmt_pct(r.claimed) + (f" ± {fmt_pct(margin)}" if finite(margin) else ""),
                 "estimated reduction (95% CI)": (
                     f"{fmt_pct(est)} ({fmt_pct(r.conf_low)} to {fmt_pct(r.conf_high)})"
                     if finite(est)
                     else "not estimable"
                 ),
+                "90% CI": (
+                    f"{fmt_pct(r.conf_low_90)} to {fmt_pct(r.conf_high_90)}"
+                    if finite(getattr(r, "conf_low_90", None))
+                    else ""
+                ),
                 "p (no effect)": fmt_p(r.p_value_no_effect),
-                "p (claimed value)": fmt_p(r.p_value_claimed),
+                "p (TOST)": fmt_p(getattr(r, "p_value_tost", None)),
+                "p (adjusted)": fmt_p(getattr(r, "p_value_adjusted", None)),
                 "verdict": r.verdict,
                 "reason": r.reason,
                 "power": (

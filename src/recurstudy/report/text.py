@@ -46,10 +46,46 @@ def section_heading(number: int, title: str) -> str:
     return f"## {number}. {md_text(title)}"
 
 
+def plan_line(status: Mapping[str, Any] | None) -> str:
+    """The first line of the report: whether the analysis was pre-specified (a locked plan it
+    matches: "pre-specified: plan locked on DATE") or not, with what changed."""
+    if not status:
+        return "**Not pre-specified**: no plan status was recorded for this run."
+    text = md_text(str(status.get("statement", "")))
+    if status.get("prespecified"):
+        return f"**Pre-specified**: {text} (plan SHA-256 {md_text(str(status['sha256'])[:12])})."
+    return f"**Not pre-specified**: {text}."
+
+
+def agreement_sentence(agreement: pd.DataFrame | None, claim_id: str) -> str:
+    """How many sensitivity models agree with a claim's primary analysis (same direction, claim
+    inside their interval) and give the same verdict, naming those that do not."""
+    if agreement is None or agreement.empty:
+        return ""
+    rows = agreement[agreement["claim_id"] == claim_id]
+    if rows.empty:
+        return ""
+    n = len(rows)
+    agree = rows[rows["agrees"].astype(str).str.lower() == "true"]
+    others = [md_text(str(m)) for m in rows.loc[~rows.index.isin(agree.index), "model"]]
+    text = (
+        f"{len(agree)} of {n} sensitivity models agree (same direction, claim inside their "
+        "interval)"
+    )
+    if others:
+        text += f"; not: {', '.join(others)}"
+    return text + "."
+
+
 def summary_paragraph(
-    flow: Mapping[str, Any], claims: pd.DataFrame, counts: pd.DataFrame, config: Mapping[str, Any]
+    flow: Mapping[str, Any],
+    claims: pd.DataFrame,
+    counts: pd.DataFrame,
+    config: Mapping[str, Any],
+    agreement: pd.DataFrame | None = None,
 ) -> str:
-    """One Markdown paragraph: cohort size, events and exposure, and each claim's verdict."""
+    """One Markdown paragraph: cohort size, events and exposure, and each claim's verdict (its
+    role, contrast and the sensitivity models' agreement)."""
     min_cell = int(config.get("min_cell", 5))
     control, intervention = (md_text(a) for a in arm_labels(config))
     events = md_text(study_text(dict(config))["events"])
@@ -74,10 +110,20 @@ def summary_paragraph(
             )
         else:
             est = f"the claim could not be estimated ({md_text(r.reason)})"
+        role = "Primary claim" if bool(getattr(r, "primary", False)) else "Secondary claim"
+        contrast = getattr(r, "contrast", "")
+        if contrast == "between_arm":
+            est += ", between arms"
+        elif contrast == "within_arm":
+            est += ", within the intervention arm (descriptive: includes the control arm's change)"
         parts.append(
-            f"Claim {md_text(r.claim_id)} (“{md_text(r.statement)}”, claimed "
-            f"{fmt_pct(r.claimed)}): {est}; verdict: **{md_text(r.verdict)}**."
+            f"{role} {md_text(r.claim_id)} (“{md_text(r.statement)}”, claimed "
+            f"{fmt_pct(r.claimed)}): {est}; verdict: **{md_text(r.verdict)}** "
+            f"({md_text(str(r.reason))})."
         )
+        agreeing = agreement_sentence(agreement, str(r.claim_id))
+        if agreeing:
+            parts.append(agreeing)
     return " ".join(parts)
 
 
