@@ -22,7 +22,6 @@ import yaml
 from test_report import (  # noqa: F401  (session fixtures: one workflow run each)
     STUDY_TITLE,
     custom_study,
-    demo_report,
 )
 
 CHROMIUM_FLAGS = [
@@ -219,7 +218,7 @@ def open_in_chromium(chromium: str, html: Path, profile: Path) -> dict:
             proc.wait()
 
 
-def test_report_in_headless_chromium(demo_report, tmp_path):  # noqa: F811
+def test_report_in_headless_chromium(demo_report, tmp_path):
     chromium = ensure_chromium()
     html = demo_report / "reports/report.html"
     seen = open_in_chromium(chromium, html, tmp_path / "profile")

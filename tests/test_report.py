@@ -2,13 +2,12 @@
 text, offline rendering, deterministic bytes, and no identifier or date of the demo cohort in
 anything the report writes.
 
-The `demo_report` fixture (session scope, shared with test_audit.py and test_browser.py) runs the
+The `demo_report` fixture (session scope, in conftest.py, shared by every test file) runs the
 whole workflow once on the demo cohort into a temporary run directory, with a small power run.
 """
 
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_workflow
 from scipy import stats
 
 from recurstudy.config import load_config, study_text
@@ -39,55 +39,7 @@ CONFIG = {
 }
 
 
-def run_workflow(
-    run: Path, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """snakemake on the run directory, the way users run it on their own data (`env`: extra
-    environment variables)."""
-    import os
-
-    env = dict(
-        os.environ,
-        PATH=f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        **(env or {}),
-    )
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(run),
-        "--configfile",
-        str(run / "config.yaml"),
-        "--cores",
-        "2",
-        *extra,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
-
-
-_RUNS: dict[str, Path] = {}  # test_audit and test_browser import the fixture: one run for all
-
-
-@pytest.fixture(scope="session")
-def demo_report(tmp_path_factory) -> Path:
-    """A run directory with the whole workflow run on the demo cohort (20 power replicates)."""
-    if "demo" in _RUNS:
-        return _RUNS["demo"]
-    run = tmp_path_factory.mktemp("report_run")
-    shutil.copytree(REPO / "data/demo", run / "cohort")
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["data"] = {
-        "participants": "cohort/participants.csv",
-        "episodes": "cohort/episodes.csv",
-        "pain_scores": "cohort/pain_scores.csv",
-    }
-    config["power"] = {"replicates": 20, "chunk_size": 10, "seed": 20261126, "alpha": 0.05}
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = run_workflow(run)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    _RUNS["demo"] = run
-    return run
+_RUNS: dict[str, Path] = {}
 
 
 HOSTILE = "<script>alert(1)</script> ![x](data/participants.csv)"
