@@ -1,5 +1,7 @@
 """The participant bootstrap: resampling by participant, seeds, chunking, and intervals."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,3 +82,77 @@ def test_summary_rows():
     assert out.loc["percentile", "std_error"] == pytest.approx(0.2, rel=1e-12)
     assert out.loc["robust", "conf_low"] == pytest.approx(np.exp(-1.396))
     assert (out["estimate"] == np.exp(-1.2)).all() and (out["seed"] == 9).all()
+
+
+B = 200  # replicates in the workflow test below
+
+
+@pytest.fixture(scope="module")
+def demo_bootstrap(tmp_path_factory):
+    """The workflow's bootstrap and site outputs on the demo: the rate claim on the negative
+    binomial (robust HC0 errors) and a hazard claim on Andersen-Gill (robust errors)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import REPO
+
+    run = tmp_path_factory.mktemp("bootstrap_run")
+    shutil.copytree(REPO / "data/demo", run / "cohort")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["data"] = {
+        "participants": "cohort/participants.csv",
+        "episodes": "cohort/episodes.csv",
+        "pain_scores": "cohort/pain_scores.csv",
+    }
+    config["models"] = [
+        {"name": "andersen_gill", "kind": "andersen_gill"},
+        {"name": "negbin_rate", "kind": "negbin", "options": {"se": "robust"}},
+    ]
+    config["adjust_for"] = []
+    config["claims"] = [
+        {"id": "rate", "statement": "68% fewer", "metric": "rate_reduction", "claimed": 0.68},
+        {"id": "hazard", "statement": "68% lower", "metric": "hazard_reduction", "claimed": 0.68},
+    ]
+    config["bootstrap"] = {"replicates": B, "chunk_size": 100, "seed": 20261204, "bca": False}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    targets = ["results/sensitivity/bootstrap.csv", "results/sites/meta.csv"]
+    cmd = [str(snakemake), "-s", str(REPO / "Snakefile"), "--directory", str(run)]
+    cmd += ["--configfile", str(run / "config.yaml"), "--cores", "2", *targets]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return run
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("model", ["andersen_gill", "negbin_rate"])
+def test_bootstrap_agrees_with_robust_interval_on_demo(demo_bootstrap, model):
+    """With B replicates the bootstrap SD of the log ratio estimates its SE with a relative
+    Monte Carlo SE of about 1 / sqrt(2 (B - 1)) (5% for B = 200), and a 2.5% percentile limit
+    has a Monte Carlo SE of sqrt(p (1 - p) / B) / phi(z_p) times the SE (0.19 SE for B = 200).
+    The robust (sandwich) SE and the bootstrap SE estimate the same quantity up to O(1/n)
+    (n = 300 participants), so each must lie within 3 Monte Carlo SEs of the other."""
+    out = pd.read_csv(demo_bootstrap / "results/sensitivity/bootstrap.csv")
+    rows = out[out["model"] == model].set_index("method")
+    assert set(rows.index) == {"robust", "percentile"}
+    robust, pct = rows.loc["robust"], rows.loc["percentile"]
+    assert pct["replicates"] == pct["converged"] == B
+    se = robust["std_error"]
+    assert abs(pct["std_error"] / se - 1) < 3 / np.sqrt(2 * (B - 1))
+    p = 0.025
+    mc_quantile = np.sqrt(p * (1 - p) / B) / stats.norm.pdf(stats.norm.ppf(p)) * se
+    for limit in ("conf_low", "conf_high"):
+        assert abs(np.log(pct[limit]) - np.log(robust[limit])) < 3 * mc_quantile
+    assert pct["estimate"] == robust["estimate"]
+
+
+@pytest.mark.workflow
+def test_sites_on_demo(demo_bootstrap):
+    effects = pd.read_csv(demo_bootstrap / "results/sites/effects.csv")
+    meta = pd.read_csv(demo_bootstrap / "results/sites/meta.csv")
+    assert list(effects["site"]) == ["site_A", "site_B", "site_C", "site_D"]
+    assert effects["estimable"].all() and effects["n_participants"].sum() == 300
+    assert list(meta["model"]) == ["negbin_rate"] and int(meta["k"].iloc[0]) == 4
+    assert 0.2 < meta["ratio"].iloc[0] < 0.45  # the demo's true rate ratio is 0.32
