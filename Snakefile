@@ -9,6 +9,7 @@ include: "workflow/rules/derive.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/scale_common.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/sites.smk"
 

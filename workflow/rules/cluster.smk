@@ -2,26 +2,6 @@
 # replicates as parallel jobs (each declares threads, memory and runtime, so a cluster executor
 # can place it), a summary per model, and results/sensitivity/bootstrap.csv. Off with
 # bootstrap.replicates: 0. recurstudy.bootstrap does the work; see docs/cluster.md.
-from recurstudy.bootstrap import bootstrap_models
-
-BOOT = config["bootstrap"]
-BOOT_MODELS = [m for m in bootstrap_models(config) if m in SPECS]
-BOOT_CHUNKS = -(-BOOT["replicates"] // BOOT["chunk_size"]) if BOOT_MODELS else 0
-BOOT_CODE = source_hash("recurstudy.bootstrap")
-CLUSTER_TARGETS = ["results/sensitivity/bootstrap.csv"] if BOOT_MODELS else []
-
-
-def boot_data(wildcards):
-    """The analysis datasets the bootstrapped model reads (resampled by participant)."""
-    return model_inputs(type("W", (), {"name": wildcards.model}))
-
-
-def boot_spec(wildcards):
-    return spec_settings(SPECS[wildcards.model])
-
-
-def boot_code(wildcards):
-    return BOOT_CODE + model_source_hash(SPECS[wildcards.model].kind)
 
 
 rule bootstrap_chunk:

@@ -3,52 +3,6 @@
 # Andersen-Gill. The sites come from a checkpoint on the *validated* participants: they are known
 # only after validation (with on_invalid: exclude a site can lose every participant, and the data
 # may be Parquet), so reading the raw file at parse time could name sites that do not exist.
-import json
-
-from recurstudy.bootstrap import ratio_claim_models
-from recurstudy.models import ModelSpec
-
-SITE_MODELS = [m for m in ratio_claim_models(config) if m in SPECS][:1]
-SITES_ON = bool(config["sites"]["enabled"]) and bool(SITE_MODELS)
-SITE_TARGETS = (
-    [
-        "results/sites/effects.csv",
-        "results/sites/meta.csv",
-        "results/sites/stratified_ag.csv",
-    ]
-    if SITES_ON
-    else []
-)
-SITES_CODE = source_hash("recurstudy.sites")
-
-
-def site_model_inputs(wildcards=None):
-    """The datasets of the per-site model, and the validated participants (their sites)."""
-    inputs = model_inputs(type("W", (), {"name": SITE_MODELS[0]}))
-    inputs["participants"] = "results/validated/participants.parquet"
-    return inputs
-
-
-def site_spec(wildcards=None):
-    return spec_settings(SPECS[SITE_MODELS[0]])
-
-
-def ag_spec(wildcards=None):
-    """The configured Andersen-Gill model's spec (its ties option), or the default one."""
-    ag = [s for s in SPECS.values() if s.kind == "andersen_gill" and s.formula == "arm"]
-    spec = (
-        ag[0]
-        if ag
-        else ModelSpec("andersen_gill", "andersen_gill", arms=config["arms"])
-    )
-    return spec_settings(spec)
-
-
-def site_effect_files(wildcards):
-    """One effect file per site listed by the checkpoint."""
-    with open(checkpoints.site_list.get().output[0]) as fh:
-        slugs = json.load(fh)
-    return expand("results/sites/site/{site}.csv", site=sorted(slugs))
 
 
 checkpoint site_list:
