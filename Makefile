@@ -31,13 +31,13 @@ test-fast: venv
 # (tests/cluster/start_slurm.sh), compared byte for byte with a local run. Installs Debian's
 # slurm-wlm and munge when missing and we may (root with apt-get); otherwise says so and skips.
 test-cluster: venv
-	@if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then \
+	@if [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/munged ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge) \
 	      >/dev/null || echo "make test-cluster: could not install slurm-wlm and munge"; \
 	  fi; \
 	fi
-	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then \
+	@if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ]; then \
 	  RECURSTUDY_CLUSTER_TEST=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/test_cluster.py; \
 	else \
 	  echo "make test-cluster: skipped: slurm-wlm and munge missing (apt-get install slurm-wlm munge as root)"; \

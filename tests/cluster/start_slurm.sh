@@ -14,6 +14,12 @@
 set -euo pipefail
 DIR="$(realpath -m "${1:-/tmp/recurstudy-slurm}")"
 PORT_BASE="${RECURSTUDY_SLURM_PORT:-16817}"
+export PATH="$PATH:/usr/sbin:/sbin"  # slurmctld, slurmd and munged live there
+
+if [ "$(id -u)" != 0 ]; then
+  echo "start_slurm: slurmd must run as root (this is $(id -un))" >&2
+  exit 3
+fi
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -16,14 +16,20 @@ reps = pd.concat([pd.read_csv(p) for p in snakemake.input.chunks], ignore_index=
 reps = reps.sort_values("replicate", kind="mergesort").reset_index(drop=True)
 table = pd.read_csv(snakemake.input.table)
 row = table[table["term"] == spec.intervention_term]
-if row.empty or not bool(row["converged"].iloc[0]):
-    raise SystemExit(f"{spec.name}: the model has no converged intervention estimate")
+converged = not row.empty and bool(row["converged"].iloc[0])
+# A model that did not converge on the full data keeps its row (no estimate, no interval): the
+# replicates' percentile interval is still shown, the BCa (which needs the estimate) is not.
+tidy = (
+    row.iloc[0].to_dict()
+    if converged
+    else dict.fromkeys(("estimate", "std_error", "conf_low", "conf_high"), float("nan"))
+)
 data = {
     key: pd.read_parquet(path)
     for key, path in snakemake.input.items()
     if key not in ("chunks", "table")
 }
-jack = jackknife(spec, data) if params.bca else None
-out = summarize_bootstrap(spec.name, reps, row.iloc[0].to_dict(), params.seed, jack)
+jack = jackknife(spec, data) if params.bca and converged else None
+out = summarize_bootstrap(spec.name, reps, tidy, params.seed, jack)
 write_csv(out, snakemake.output[0])
 logging.info("%s\n%s", spec.name, out.to_string(index=False))
