@@ -237,11 +237,15 @@ def stratified_andersen_gill(
     table of :mod:`recurstudy.models` (model name ``<spec.name>_site_stratified``)."""
     from dataclasses import replace
 
+    from recurstudy.models.base import NotEstimable, failed
     from recurstudy.models.survival import _fit_cox
 
     sites = participants[[ID, "site"]].astype({ID: str, "site": str})
     cp = counting_process.assign(**{ID: counting_process[ID].astype(str)})
     cp = cp.merge(sites, on=ID, how="left", validate="many_to_one")
     strat = replace(spec, name=f"{spec.name}_site_stratified", kind="andersen_gill")
-    result = _fit_cox(strat, cp, stop="stop", start="start", strata="site", cluster=True)
+    try:
+        result = _fit_cox(strat, cp, stop="stop", start="start", strata="site", cluster=True)
+    except NotEstimable as exc:  # one arm, no events...: the failed row, as fit_spec gives
+        result = failed(strat, exc.reason, **exc.counts)
     return result.table
