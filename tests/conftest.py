@@ -34,7 +34,8 @@ def run_workflow(
 
 @pytest.fixture(scope="session")
 def demo_report(tmp_path_factory) -> Path:
-    """The whole workflow run once per test session on the demo cohort (20 power replicates),
+    """The whole workflow run once per test session on the demo cohort (20 power and 20
+    bootstrap replicates),
     the way users run it: from its own folder, writing nothing into the repository."""
     import yaml
 
@@ -47,6 +48,7 @@ def demo_report(tmp_path_factory) -> Path:
         "pain_scores": "cohort/pain_scores.csv",
     }
     config["power"] = {"replicates": 20, "chunk_size": 10, "seed": 20261126, "alpha": 0.05}
+    config["bootstrap"] = {"replicates": 20, "chunk_size": 10, "seed": 20261204, "bca": False}
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     before = sorted(p.name for p in REPO.iterdir())
     proc = run_workflow(run)
