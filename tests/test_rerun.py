@@ -51,6 +51,7 @@ def _config(run: Path) -> dict:
     config["claims"][0]["model"] = "nb"
     config["claims"][1]["model"] = "pain"
     config["power"] = {"replicates": 8, "chunk_size": 4, "seed": 7, "alpha": 0.05}
+    config["bootstrap"] = {"replicates": 8, "chunk_size": 4, "seed": 7, "bca": False}
     return config
 
 
@@ -130,6 +131,12 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
         "power_chunk": 2,
         "power_summary": 1,
         "sensitivity": 1,
+        "bootstrap_chunk": 2,  # the claim's model, refitted on resampled participants
+        "bootstrap_summary": 1,
+        "bootstrap_table": 1,
+        "site_effect": 4,  # the claim's model in each of the demo's four sites
+        "site_meta": 1,
+        "site_stratified_ag": 1,
         **PLANNED,
     }
     assert _snakemake(run).returncode == 0

@@ -29,8 +29,10 @@ rule power_chunk:
         chunk=r"\d+",
     conda:
         "../envs/recurstudy.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=20,
     params:
         inputs=power_claim_inputs,
         seed=POWER["seed"],

@@ -116,7 +116,7 @@ def fit_spec(spec: ModelSpec, data: dict[str, pd.DataFrame | None]) -> ModelResu
             warnings.simplefilter("ignore", category=FutureWarning)
             return model.fit(spec, **{d: data[d] for d in model.datasets})
     except NotEstimable as exc:  # the one error path: the reason becomes the failed row
-        return failed(spec, exc.reason, **exc.counts)
+        return exc.result(spec)
     except Exception as exc:  # the workflow goes on; the message says what went wrong
         log.exception("model %s failed", spec.name)
         return failed(spec, f"failed: {type(exc).__name__}: {exc}")

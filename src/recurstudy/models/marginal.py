@@ -82,7 +82,6 @@ from recurstudy.models.base import (
     ModelResult,
     ModelSpec,
     NotEstimable,
-    failed,
     option,
     register,
     tidy,
@@ -303,6 +302,7 @@ class MarginalMean(Model):
     datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
     adjustable: ClassVar[bool] = False
     Options: ClassVar[type] = MarginalMeanOptions
+    group: ClassVar[str] = "marginal rate"
     title: ClassVar[str] = "Mean number of episodes by tau (marginal means)"
     effect_measure: ClassVar[str | None] = "ratio of mean numbers of episodes"
     estimand: ClassVar[str] = (
@@ -400,15 +400,14 @@ class MarginalMean(Model):
         }
         empty = [a for a in (control, interv) if by_arm[a].mean == 0]
         if empty:
-            res = failed(
-                spec,
+            err = NotEstimable(
                 f"no episodes by day {tau:g} in the {' and '.join(empty)} "
                 f"arm{'s' if len(empty) > 1 else ''}: the ratio of mean "
                 "numbers of episodes is not estimable (see the difference table)",
                 **counts,
             )
-            res.extras = extras
-            return res
+            err.extras = extras
+            raise err
         table = tidy(
             spec,
             [spec.intervention_term],

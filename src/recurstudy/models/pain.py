@@ -75,8 +75,8 @@ from recurstudy.models.base import (
     Model,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     design,
-    failed,
     option,
     quietly,
     register,
@@ -774,29 +774,29 @@ class PainMixedModel(Model):
     def _fit(self, spec: ModelSpec, **data: pd.DataFrame) -> ModelResult:
         prepared = _prepare(spec, data.get("pain_scores"), data.get("participants"))
         if isinstance(prepared, str):
-            return failed(spec, prepared)
+            raise NotEstimable(prepared)
         df, rhs = prepared
         n_ids = int(df[ID].nunique()) if len(df) else 0
         counts_kw = dict(n_participants=n_ids, n_events=len(df))
         if len(df) == 0:
-            return failed(spec, "no pain scores after joining with participants", **counts_kw)
+            raise NotEstimable("no pain scores after joining with participants", **counts_kw)
         if df["arm"].astype(str).nunique() < 2:
-            return failed(spec, "pain scores from only one arm", **counts_kw)
+            raise NotEstimable("pain scores from only one arm", **counts_kw)
         weeks = sorted(df["week"].unique().tolist())
         if len(weeks) < 2:
-            return failed(spec, "pain scores at a single visit week", **counts_kw)
+            raise NotEstimable("pain scores at a single visit week", **counts_kw)
         per_cell = df.groupby(["arm", "week"], observed=False).size()
         if (per_cell == 0).any():
             empty = [f"{a} week {w}" for (a, w), k in per_cell.items() if k == 0]
-            return failed(spec, f"no pain scores for {', '.join(empty)}", **counts_kw)
+            raise NotEstimable(f"no pain scores for {', '.join(empty)}", **counts_kw)
         try:
             Xdf, names = design(rhs, df, intercept=True)
         except Exception as exc:
-            return failed(spec, f"cannot build the design matrix: {exc}", **counts_kw)
+            raise NotEstimable(f"cannot build the design matrix: {exc}", **counts_kw) from exc
         df = df.loc[Xdf.index]
         X = Xdf.to_numpy()
         if np.linalg.matrix_rank(X) < X.shape[1]:
-            return failed(spec, "the fixed-effects design is rank deficient", **counts_kw)
+            raise NotEstimable("the fixed-effects design is rank deficient", **counts_kw)
         y = df["nrs"].to_numpy(dtype=float)
         Z = np.column_stack([np.ones(len(df)), df["weeks_scaled"].to_numpy()])
         groups = df[ID].to_numpy()
@@ -806,7 +806,7 @@ class PainMixedModel(Model):
 
         fit = _fit_reml(y, X, Z, groups)
         if isinstance(fit, str):
-            return failed(spec, fit, **counts_kw)
+            raise NotEstimable(fit, **counts_kw)
         theta, dev, beta, sigma2 = fit.theta, fit.dev, fit.beta, fit.sigma2
         gmax, sm_llf, converged, problems = fit.gmax, fit.sm_llf, fit.converged, fit.problems
         vcov = fit.vcov
