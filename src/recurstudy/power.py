@@ -55,8 +55,7 @@ def design_from_data(
     import statsmodels.api as sm
 
     arms = config.get("arms", {"control": "control", "intervention": "intervention"})
-    fu = (participants["followup_end"] - participants["enrolled_on"]).dt.days.to_numpy()
-    planned = int(fu.max()) if fu.size else 0
+    cohort = cohort_design(participants, arms)
     ctrl = counts[(counts["arm"].astype(str) == arms["control"]) & (counts["exposure_days"] > 0)]
     y = ctrl["n_episodes"].to_numpy(float)
     expo = ctrl["exposure_days"].to_numpy(float)
@@ -68,6 +67,13 @@ def design_from_data(
             alpha = float(max(fit.params[-1], 0.0))
         except Exception:  # an NB fit that fails leaves a Poisson design (alpha 0), said below
             alpha = float("nan")
+    return {**cohort, "rate_per_day": rate, "frailty_var": alpha}
+
+
+def cohort_design(participants: pd.DataFrame, arms: dict[str, str]) -> dict[str, Any]:
+    """Size, allocation and follow-up of the observed study (what pain replicates need too)."""
+    fu = (participants["followup_end"] - participants["enrolled_on"]).dt.days.to_numpy()
+    planned = int(fu.max()) if fu.size else 0
     treated = participants["arm"].astype(str) == arms["intervention"]
     # Follow-up is drawn from the observed distribution (its percentiles: aggregates only), which
     # reproduces staggered entry as well as dropout.
@@ -78,8 +84,6 @@ def design_from_data(
         "allocation": float(treated.mean()) if len(participants) else 0.0,
         "followup_days": planned,
         "dropout": float(np.mean(fu < planned)) if fu.size else 0.0,
-        "rate_per_day": rate,
-        "frailty_var": alpha,
         "arms": [arms["control"], arms["intervention"]],
     }
 
@@ -411,6 +415,237 @@ def summarize_power(
     return out
 
 
+# ------------------------------------------------------------------------------ pain claims
+
+PAIN_METRICS = ("pain_reduction",)
+PAIN_COLUMNS = [
+    "replicate",
+    "seed",
+    "reduction",
+    "estimate",
+    "std_error",
+    "p_value",
+    "converged",
+]
+
+
+def pain_power_inputs(claim: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """What a pain claim's power simulation depends on: the claimed reduction, its week, its
+    contrast (``within_arm`` unless the claim says otherwise) and the claim's pain model spec
+    (crude formula). The jobs' Snakemake parameter, with the fitted model's extras as input."""
+    from recurstudy.claims import DEFAULT_MODEL
+
+    model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
+    spec = replace({s.name: s for s in model_specs(config)}[model], formula="arm")
+    return {
+        "claimed": float(claim["claimed"]),
+        "week": int(claim.get("week", 6)),
+        "contrast": str(claim.get("contrast") or "within_arm"),
+        "spec": asdict(spec),
+    }
+
+
+def pain_design_from_fit(
+    percent_change: pd.DataFrame, variance_components: pd.DataFrame, arms: dict[str, str]
+) -> dict[str, Any]:
+    """The pain model's fitted arm-by-week mean NRS (``percent_change`` rows ``row == "arm"``)
+    and variance components (random intercept and slope covariance ``G`` on lme4's
+    ``weeks_scaled`` = weeks / slope_scale, residual variance ``sigma2``)."""
+    pc = percent_change[percent_change["row"] == "arm"]
+    weeks = sorted(int(w) for w in pc["week"].unique())
+
+    def means(label: str) -> list[float]:
+        sub = pc[pc["arm"].astype(str) == label].set_index("week")["mean_nrs"]
+        return [float(sub.loc[w]) for w in weeks]
+
+    vc = variance_components.set_index("term")["variance"]
+    g = [
+        [float(vc["(Intercept)"]), float(vc["(Intercept):weeks_scaled"])],
+        [float(vc["(Intercept):weeks_scaled"]), float(vc["weeks_scaled"])],
+    ]
+    return {
+        "weeks": weeks,
+        "mean_control": means(arms["control"]),
+        "mean_intervention": means(arms["intervention"]),
+        "G": g,
+        "sigma2": float(vc["sigma2"]),
+        "slope_scale": float(variance_components["slope_scale_weeks"].iloc[0]),
+    }
+
+
+def pain_means_under_claim(
+    pain: dict[str, Any], claimed: float, week: int, contrast: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean NRS per visit week (control, intervention) under the claimed reduction.
+
+    Both arms share the pooled fitted baseline (first week; randomised). ``between_arm``: the
+    intervention mean at every later week is ``(1 - claimed)`` times the fitted control mean
+    there (the claimed ratio holds at all post-baseline visits, not only the claim's week).
+    ``within_arm``: the fitted intervention trajectory after baseline is scaled by one factor so
+    that its mean at the claim week is ``(1 - claimed)`` times the baseline mean. The control arm
+    keeps its fitted means."""
+    weeks = np.asarray(pain["weeks"])
+    ctrl = np.asarray(pain["mean_control"], float).copy()
+    intv = np.asarray(pain["mean_intervention"], float).copy()
+    base = 0.5 * (ctrl[0] + intv[0])
+    ctrl[0] = intv[0] = base
+    if week not in set(weeks.tolist()) or week == weeks[0]:
+        raise ValueError(f"claim week {week} is not a post-baseline visit week {weeks.tolist()}")
+    later = weeks > weeks[0]
+    if contrast == "between_arm":
+        intv[later] = (1.0 - claimed) * ctrl[later]
+    elif contrast == "within_arm":
+        at = int(np.nonzero(weeks == week)[0][0])
+        intv[later] = intv[later] * ((1.0 - claimed) * base / intv[at])
+    else:
+        raise ValueError(f"unknown pain contrast {contrast!r}")
+    return ctrl, intv
+
+
+def _pain_estimate(res: Any, spec: Any, week: int, contrast: str) -> dict[str, Any] | None:
+    """The claim's estimate from one refit: reduction, SE on the working scale, p-value."""
+    if contrast == "between_arm":
+        ba = res.extras.get("between_arm")
+        if ba is None:
+            return None
+        row = ba[(ba["method"] == "cLDA") & (ba["week"] == week)]
+        if row.empty or not bool(row.iloc[0]["converged"]):
+            return None
+        r = row.iloc[0]
+        return {
+            "estimate": float(r["reduction"]),
+            "std_error": float(r["se_log_ratio"]),
+            "p_value": float(r["p_value"]),
+        }
+    pc = res.extras.get("percent_change")
+    if pc is None:
+        return None
+    row = pc[
+        (pc["row"] == "arm")
+        & (pc["arm"].astype(str) == spec.arms["intervention"])
+        & (pc["week"] == week)
+    ]
+    if row.empty:
+        return None
+    r = row.iloc[0]
+    return {
+        "estimate": -float(r["percent_change"]) / 100.0,
+        "std_error": float(r["se_percent_change"]) / 100.0,
+        "p_value": float(r["p_value"]),
+    }
+
+
+def simulate_pain_cohort(
+    design: dict[str, Any],
+    pain: dict[str, Any],
+    mean_control: np.ndarray,
+    mean_intervention: np.ndarray,
+    arms: dict[str, str],
+    seed: int,
+) -> dict[str, pd.DataFrame]:
+    """One cohort of NRS trajectories from the fitted pain model: participants randomised as in
+    the design, follow-up drawn from its percentiles (a visit is seen when its day lies within
+    follow-up), ``nrs = mean(arm, week) + b0 + b1 * weeks / slope_scale + e`` with ``(b0, b1) ~
+    N(0, G)`` and ``e ~ N(0, sigma2)``, unrounded (the model's own Gaussian scale)."""
+    rng = np.random.default_rng(seed)
+    n = int(design["n"])
+    n_int = round(n * design.get("allocation", 0.5))
+    arm = rng.permutation((np.arange(n) < n_int).astype(int))
+    sample = design.get("followup_percentiles") or [design["followup_days"]]
+    fu = rng.choice(np.asarray(sample, dtype=int), n)
+    g = np.asarray(pain["G"], float)
+    w, v = np.linalg.eigh(g)
+    root = v * np.sqrt(np.clip(w, 0.0, None))  # G = root root' (G may be near singular)
+    b = rng.standard_normal((n, 2)) @ root.T
+    weeks = np.asarray(pain["weeks"], dtype=int)
+    t = weeks / float(pain["slope_scale"])
+    mu = np.where(arm[:, None] == 1, mean_intervention[None, :], mean_control[None, :])
+    e = rng.normal(0.0, math.sqrt(pain["sigma2"]), (n, weeks.size))
+    y = mu + b[:, :1] + b[:, 1:] * t[None, :] + e
+    seen = weeks[None, :] * 7 <= fu[:, None]
+    pi, vi = np.nonzero(seen)
+    ids = np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), 6))
+    start = pd.Timestamp("2025-01-06")
+    participants = pd.DataFrame(
+        {
+            "participant_id": ids,
+            "arm": np.asarray([arms["control"], arms["intervention"]])[arm],
+            "enrolled_on": start,
+            "followup_end": start + pd.to_timedelta(fu, unit="D"),
+        }
+    )
+    scores = pd.DataFrame(
+        {
+            "participant_id": ids[pi],
+            "assessed_on": start + pd.to_timedelta(weeks[vi] * 7, unit="D"),
+            "nrs": y[pi, vi],
+        }
+    )
+    return {"participants": participants, "pain_scores": scores}
+
+
+def simulate_pain_from_inputs(
+    inputs: dict[str, Any],
+    design: dict[str, Any],
+    pain: dict[str, Any],
+    replicates: range,
+    seed: int,
+) -> pd.DataFrame:
+    """Refit the claim's pain model on replicates simulated under the claimed reduction (see
+    :func:`pain_means_under_claim`, :func:`simulate_pain_cohort`); replicate ``r`` is seeded
+    ``seed + r``. ``estimate`` is the claim's reduction (``1 - ratio`` between arms, or the
+    intervention arm's reduction from baseline within arm), ``p_value`` its test of no effect."""
+    from recurstudy.models import ModelSpec
+
+    spec = ModelSpec(**inputs["spec"])
+    claimed, week, contrast = inputs["claimed"], inputs["week"], inputs["contrast"]
+    ctrl, intv = pain_means_under_claim(pain, claimed, week, contrast)
+    rows = []
+    for r in replicates:
+        tables = simulate_pain_cohort(design, pain, ctrl, intv, spec.arms, seed + r)
+        res = fit_spec(spec, tables)
+        est = _pain_estimate(res, spec, week, contrast) if res.converged else None
+        rows.append(
+            {
+                "replicate": r,
+                "seed": seed + r,
+                "reduction": claimed,
+                "estimate": np.nan if est is None else est["estimate"],
+                "std_error": np.nan if est is None else est["std_error"],
+                "p_value": np.nan if est is None else est["p_value"],
+                "converged": est is not None,
+            }
+        )
+    return pd.DataFrame(rows, columns=PAIN_COLUMNS)
+
+
+def summarize_pain_power(reps: pd.DataFrame, claimed: float, alpha: float = 0.05) -> dict[str, Any]:
+    """Power of a pain claim: the share of replicates rejecting no effect at `alpha` with a
+    reduction, its Monte Carlo SE, and the mean estimated reduction (with its MC SE) against the
+    claimed value it was simulated under. No MDE grid: rate and hazard claims only."""
+    ok = reps[reps["converged"].astype(bool)]
+    n = len(ok)
+    if n == 0:
+        why = "no pain replicate could be simulated and fitted"
+        return {"replicates": int(len(reps)), "converged": 0, "power": None, "note": why}
+    reject = (ok["p_value"] < alpha) & (ok["estimate"] > 0)
+    power = float(reject.mean())
+    est = ok["estimate"].to_numpy(float)
+    return {
+        "replicates": int(len(reps)),
+        "converged": int(n),
+        "power": power,
+        "power_mc_se": float(math.sqrt(power * (1 - power) / n)),
+        "alpha": alpha,
+        "claimed": claimed,
+        "mean_estimate": float(est.mean()),
+        "mean_estimate_mc_se": float(est.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+        "mde_80": None,
+        "mde_80_mc_se": None,
+        "note": "pain claim: power from refits of the pain model; no MDE grid",
+    }
+
+
 def closed_form_poisson_power(
     n_per_arm: int, rate_control: float, rate_ratio: float, days: float, alpha: float = 0.05
 ) -> float:
@@ -442,16 +677,24 @@ def closed_form_poisson_mde(
 
 __all__ = [
     "GRID_SEED_STRIDE",
+    "PAIN_METRICS",
     "POWER_METRICS",
     "closed_form_poisson_mde",
     "closed_form_poisson_power",
+    "cohort_design",
     "design_from_data",
     "grid_power",
     "grid_seed",
     "mde_from_grid",
     "normal_approximation_mde",
+    "pain_design_from_fit",
+    "pain_means_under_claim",
+    "pain_power_inputs",
     "power_inputs",
     "simulate_from_inputs",
+    "simulate_pain_cohort",
+    "simulate_pain_from_inputs",
+    "summarize_pain_power",
     "simulate_replicates",
     "summarize_power",
 ]
