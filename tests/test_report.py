@@ -73,7 +73,15 @@ def demo_report(tmp_path_factory) -> Path:
         "episodes": "cohort/episodes.csv",
         "pain_scores": "cohort/pain_scores.csv",
     }
-    config["power"] = {"replicates": 20, "chunk_size": 10, "seed": 20261126, "alpha": 0.05}
+    config["power"] = {
+        "replicates": 20,
+        "chunk_size": 10,
+        "seed": 20261126,
+        "alpha": 0.05,
+        "mde_grid": [0.2, 0.4, 0.6],
+        "grid_replicates": 10,
+        "pain_replicates": 2,
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     proc = run_workflow(run)
     assert proc.returncode == 0, proc.stderr[-4000:]

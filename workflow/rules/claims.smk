@@ -139,7 +139,7 @@ rule power_summary:
         claimed=power_claimed,
         alpha=POWER["alpha"],
         kind=power_kind,
-        dropout_link=DROPOUT_LINK,
+        dropout_link=power_summary_link,
         code=POWER_CODE,
     script:
         "../scripts/power_summary.py"

@@ -210,3 +210,8 @@ def power_claimed(wildcards):
 
 def power_kind(wildcards):
     return "pain" if wildcards.claim in PAIN_POWER_CLAIMS else "rate"
+
+
+def power_summary_link(wildcards):
+    """The informative-dropout link a rate or hazard claim's summary reports (None: pain)."""
+    return None if wildcards.claim in PAIN_POWER_CLAIMS else DROPOUT_LINK
