@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= 2
 
-.PHONY: report test test-fast venv lint lock demo clean browser
+.PHONY: report test test-fast test-cluster venv lint lock demo clean browser
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,22 @@ test: venv browser
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not workflow" -p no:cacheprovider
 
+# The demo on a real single-node SLURM cluster that the test starts on this machine
+# (tests/cluster/start_slurm.sh), compared byte for byte with a local run. Installs Debian's
+# slurm-wlm and munge when missing and we may (root with apt-get); otherwise says so and skips.
+test-cluster: venv
+	@if [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/munged ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge) \
+	      >/dev/null || echo "make test-cluster: could not install slurm-wlm and munge"; \
+	  fi; \
+	fi
+	@if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ]; then \
+	  RECURSTUDY_CLUSTER_TEST=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/test_cluster.py; \
+	else \
+	  echo "make test-cluster: skipped: slurm-wlm and munge missing (apt-get install slurm-wlm munge as root)"; \
+	fi
+
 # Headless Chromium (Debian package) for tests/test_browser.py, installed when missing and when
 # we may (root with apt-get); otherwise that one test is skipped and says why.
 browser:
@@ -46,7 +62,7 @@ lint: venv
 
 # Regenerate the lock after changing dependencies in pyproject.toml (needs uv).
 lock:
-	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --extra slurm --universal --python-version 3.11 -o requirements.lock
 
 # Regenerate the shipped demo cohort (same seed, same bytes).
 demo: venv

@@ -9,6 +9,9 @@ include: "workflow/rules/derive.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/scale_common.smk"
+include: "workflow/rules/cluster.smk"
+include: "workflow/rules/sites.smk"
 
 
 # The default target lives here: Snakemake only honours a default target of the main Snakefile.
@@ -21,3 +24,5 @@ rule all:
         "results/sensitivity/forest.csv",
         "reports/report.html",
         "reports/manifest.json",
+        CLUSTER_TARGETS,
+        SITE_TARGETS,

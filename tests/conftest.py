@@ -1,6 +1,10 @@
-"""Shared test helpers."""
+"""Shared test helpers, and the one demo workflow run of a test session (`demo_report`)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -10,6 +14,61 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def run_workflow(
+    run: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """snakemake on the run directory, the way users run it on their own data (`env`: extra
+    environment variables)."""
+    env = dict(
+        os.environ,
+        PATH=f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(env or {}),
+    )
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(run)]
+    cmd += ["--configfile", str(run / "config.yaml"), "--cores", "2", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
+
+
+@pytest.fixture(scope="session")
+def demo_report(tmp_path_factory) -> Path:
+    """The whole workflow run once per test session on the demo cohort (20 power and 20
+    bootstrap replicates),
+    the way users run it: from its own folder, writing nothing into the repository."""
+    import yaml
+
+    run = tmp_path_factory.mktemp("demo_run")
+    shutil.copytree(REPO / "data/demo", run / "cohort")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["data"] = {
+        "participants": "cohort/participants.csv",
+        "episodes": "cohort/episodes.csv",
+        "pain_scores": "cohort/pain_scores.csv",
+    }
+    config["power"] = {
+        "replicates": 20,
+        "chunk_size": 10,
+        "seed": 20261126,
+        "alpha": 0.05,
+        "mde_grid": [0.2, 0.4, 0.6],
+        "grid_replicates": 10,
+        "pain_replicates": 2,
+    }
+    config["bootstrap"] = {"replicates": 20, "chunk_size": 10, "seed": 20261204, "bca": False}
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    before = sorted(p.name for p in REPO.iterdir())
+    proc = run_workflow(run)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(p.name for p in REPO.iterdir()) == before  # nothing written into the repo
+    return run
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_report) -> Path:
+    """The same shared run, under the name the workflow tests use."""
+    return demo_report
 
 
 @pytest.fixture

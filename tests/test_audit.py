@@ -8,10 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_report import demo_report  # noqa: F401  (session fixture: one workflow run)
-
-from recurstudy import report as rp
 from recurstudy.audit import compare_outputs
+from recurstudy.provenance import sha256_file
 
 RECURSTUDY = Path(sys.executable).with_name("recurstudy")
 
@@ -25,7 +23,7 @@ def _audit(manifest: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_manifest_contents(demo_report):  # noqa: F811
+def test_manifest_contents(demo_report):
     m = json.loads((demo_report / "reports/manifest.json").read_text())
     roles = {e["role"] for e in m["inputs"]}
     assert {"data:participants", "data:episodes", "data:pain_scores", "config", "lock"} <= roles
@@ -42,19 +40,19 @@ def test_manifest_contents(demo_report):  # noqa: F811
     )
     # outputs hashed as they are on disk
     for e in m["outputs"][:5]:
-        assert rp.sha256_file(demo_report / e["path"]) == e["sha256"]
+        assert sha256_file(demo_report / e["path"]) == e["sha256"]
     # run-specific facts live only in run_info.json
     text = (demo_report / "reports/manifest.json").read_text()
     assert str(demo_report) not in text and "host" not in text
 
 
-def test_audit_passes_on_untouched_run(demo_report):  # noqa: F811
+def test_audit_passes_on_untouched_run(demo_report):
     proc = _audit(demo_report / "reports/manifest.json")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "audit OK" in proc.stdout
 
 
-def test_audit_fails_on_one_changed_byte(demo_report, tmp_path):  # noqa: F811
+def test_audit_fails_on_one_changed_byte(demo_report, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(demo_report, run, ignore=shutil.ignore_patterns(".snakemake"))
     target = run / "cohort/episodes.csv"
@@ -68,7 +66,7 @@ def test_audit_fails_on_one_changed_byte(demo_report, tmp_path):  # noqa: F811
     assert "participants.csv" not in proc.stdout
 
 
-def test_compare_outputs_names_the_file(demo_report, tmp_path):  # noqa: F811
+def test_compare_outputs_names_the_file(demo_report, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(demo_report, run, ignore=shutil.ignore_patterns(".snakemake", "screenshot.png"))
     manifest = json.loads((run / "reports/manifest.json").read_text())

@@ -18,7 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report import demo_report  # noqa: F401  (session fixture: one workflow run)
+import yaml
+from test_report import (  # noqa: F401  (session fixtures: one workflow run each)
+    STUDY_TITLE,
+    custom_study,
+)
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -214,7 +218,7 @@ def open_in_chromium(chromium: str, html: Path, profile: Path) -> dict:
             proc.wait()
 
 
-def test_report_in_headless_chromium(demo_report, tmp_path):  # noqa: F811
+def test_report_in_headless_chromium(demo_report, tmp_path):
     chromium = ensure_chromium()
     html = demo_report / "reports/report.html"
     seen = open_in_chromium(chromium, html, tmp_path / "profile")
@@ -222,9 +226,10 @@ def test_report_in_headless_chromium(demo_report, tmp_path):  # noqa: F811
     if os.environ.get("RECURSTUDY_SCREENSHOT"):
         Path(os.environ["RECURSTUDY_SCREENSHOT"]).write_bytes(seen["screenshot"])
 
-    assert seen["dom"]["title"] == "recurstudy report"
+    config = yaml.safe_load((demo_report / "config.yaml").read_text())
+    assert seen["dom"]["title"] == config["study"]["title"]
     assert seen["dom"]["scripts"] == 0 and seen["dom"]["links"] == 0
-    assert len(seen["dom"]["h2"]) == 12
+    assert len(seen["dom"]["h2"]) == 13
     assert len(seen["images"]) >= 4
     for img in seen["images"]:
         assert img["complete"] and img["w"] > 0 and img["h"] > 0, img
@@ -234,3 +239,19 @@ def test_report_in_headless_chromium(demo_report, tmp_path):  # noqa: F811
     assert not seen["failed"], seen["failed"]
     assert not seen["errors"], seen["errors"]
     assert seen["screenshot"].startswith(b"\x89PNG")
+
+
+def test_report_with_hostile_labels_in_headless_chromium(custom_study, tmp_path):  # noqa: F811
+    """A study title and an arm label made of <script> and Markdown image syntax: the page runs
+    no script, requests nothing (no data/participants.csv), and shows the title as text."""
+    chromium = ensure_chromium()
+    html = custom_study / "reports/report.html"
+    seen = open_in_chromium(chromium, html, tmp_path / "profile")
+    assert seen["dom"]["title"] == STUDY_TITLE
+    assert seen["dom"]["scripts"] == 0 and seen["dom"]["links"] == 0
+    for img in seen["images"]:
+        assert img["src"].startswith("data:image/png;base64,"), img["src"][:80]
+    outside = [u for u in seen["requests"] if not (u == html.as_uri() or u.startswith("data:"))]
+    assert not outside, outside
+    assert not seen["failed"], seen["failed"]
+    assert not seen["errors"], seen["errors"]

@@ -139,12 +139,77 @@ def test_pain_claim_reads_percent_change(tmp_path):
             "se_percent_change": [0.0, 10.0 / 1.959963984540054],
         }
     ).to_csv(tmp_path / "pain_mixed" / "percent_change.csv", index=False)
-    claim = {"id": "p", "statement": "s", "metric": "pain_reduction", "claimed": 0.82}
+    claim = {
+        "id": "p",
+        "statement": "s",
+        "metric": "pain_reduction",
+        "claimed": 0.82,
+        "contrast": "within_arm",
+    }
     out = evaluate_claim(claim, _estimates(0.1, 0.1, model="pain_mixed"), tmp_path, {"arms": ARMS})
     assert out["estimate"] == pytest.approx(0.60)
     assert (out["conf_low"], out["conf_high"]) == pytest.approx((0.50, 0.70))
     assert out["verdict"] == "smaller than claimed"
     assert out["contrast"] == "within_arm"
+
+
+def _between_arm_csv(tmp_path, **row):
+    (tmp_path / "pain_mixed").mkdir(exist_ok=True)
+    log_ratio, se = math.log(0.30), 0.09
+    z = stats.norm.ppf(0.975)
+    base = {
+        "method": "cLDA",
+        "week": 6,
+        "ratio": 0.30,
+        "reduction": 0.70,
+        "log_ratio": log_ratio,
+        "se_log_ratio": se,
+        "conf_low": 1 - math.exp(log_ratio + z * se),
+        "conf_high": 1 - math.exp(log_ratio - z * se),
+        "p_value": 2 * stats.norm.sf(abs(log_ratio / se)),
+        "converged": True,
+        "message": "",
+    }
+    ancova = {**base, "method": "ANCOVA", "log_ratio": math.log(0.01)}
+    pd.DataFrame([{**base, **row}, ancova]).to_csv(
+        tmp_path / "pain_mixed" / "between_arm.csv", index=False
+    )
+    return log_ratio, se
+
+
+def test_pain_claim_between_arms_is_the_default(tmp_path):
+    """The default contrast reads the cLDA row of between_arm.csv (not ANCOVA, not the
+    within-arm percent change), on the log-ratio scale like a rate claim."""
+    log_ratio, se = _between_arm_csv(tmp_path)
+    claim = {"id": "p", "statement": "s", "metric": "pain_reduction", "claimed": 0.82}
+    out = evaluate_claim(claim, _estimates(0.1, 0.1, model="pain_mixed"), tmp_path, {"arms": ARMS})
+    assert out["contrast"] == "between_arm"
+    assert out["estimate"] == pytest.approx(0.70, rel=1e-12)
+    assert out["conf_high"] == pytest.approx(1 - math.exp(log_ratio - 1.959963984540054 * se))
+    z = (log_ratio - math.log(1 - 0.82)) / se
+    assert out["p_value_claimed"] == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-12)
+    assert out["p_value_no_effect"] == pytest.approx(2 * stats.norm.sf(abs(log_ratio / se)))
+    assert "cLDA" in out["interval"]
+    assert out["verdict"] == "smaller than claimed" and not out["claimed_in_ci"]
+
+
+def test_pain_claim_between_arms_not_estimable(tmp_path):
+    _between_arm_csv(tmp_path, converged=False, message="REML criterion not at a minimum")
+    claim = {"id": "p", "statement": "s", "metric": "pain_reduction", "claimed": 0.82}
+    est = _estimates(0.1, 0.1, model="pain_mixed")
+    out = evaluate_claim(claim, est, tmp_path, {"arms": ARMS})
+    assert out["verdict"] == "not estimable" and "did not converge" in out["reason"]
+    out = evaluate_claim({**claim, "week": 5}, est, tmp_path, {"arms": ARMS})
+    assert out["verdict"] == "not estimable" and "week 5" in out["reason"]
+
+
+def test_contrast_column_only_for_pain_claims(tmp_path):
+    _between_arm_csv(tmp_path)
+    pain = {"id": "p", "statement": "s", "metric": "pain_reduction", "claimed": 0.82}
+    config = {"arms": ARMS, "claims": [CLAIM, pain]}
+    est = pd.concat([_estimates(math.log(0.3), 0.1), _estimates(0.1, 0.1, model="pain_mixed")])
+    table = evaluate_claims(config, est, tmp_path)
+    assert list(table["contrast"].fillna("")) == ["", "between_arm"]
 
 
 def _two_claims(p1_beta, p2_beta, method, primary_second=False):

@@ -21,6 +21,7 @@ def test_demo_config_and_defaults(repo, tmp_path):
     assert minimal["arms"] == {"control": "control", "intervention": "intervention"}
     assert minimal["power"]["replicates"] == 500 and minimal["claims"] == []
     assert minimal["design"] == "randomized" and minimal["exclude_episode_time"] is False
+    assert minimal["washout_days"] == 0
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,9 @@ def test_demo_config_and_defaults(repo, tmp_path):
         ({"unknown_key": 1}, "unknown_key"),
         ({"covariates": {"exposure_days": "numeric"}}, "exposure_days"),
         ({"covariates": {"stop": "numeric", "time": "integer"}}, "stop, time"),
+        ({"covariates": {"entry": "numeric"}}, "entry"),
+        ({"washout_days": -1}, "washout_days"),
+        ({"washout_days": 2.5}, "washout_days"),
     ],
 )
 def test_config_errors_name_the_problem(tmp_path, extra, words):

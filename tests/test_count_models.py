@@ -334,10 +334,10 @@ def test_negbin_without_overdispersion_is_a_result():
 def test_negbin_se_option_swaps_model_based_and_robust():
     """se: robust reports the HC0 sandwich (R: sandwich::vcovHC(glm.nb fit, "HC0")) in the tidy
     table and keeps the model-based errors as the `naive` extra; coefficients are unchanged."""
+    from conftest import FIXTURES, read_cohort
+
     from recurstudy.models import fit_spec
     from recurstudy.models.base import ModelSpec
-
-    from conftest import FIXTURES, read_cohort
 
     counts = read_cohort(FIXTURES / "counts" / "demo_counts.csv")
     model = fit_spec(ModelSpec("nb", "negbin", options={"se": "model"}), {"counts": counts})

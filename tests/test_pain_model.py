@@ -156,3 +156,151 @@ def test_failures_do_not_raise(case):
     res = PainMixedModel().fit(ModelSpec("pain", "mixed_pain"), **kw)
     assert not res.converged and res.message
     assert list(res.table.columns) == TIDY_COLUMNS
+
+
+# ---------------------------------------------------------------------------------------------
+# Between-arm contrast (between_arm.csv): cLDA and ANCOVA against R, and against known truth
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ba_ref() -> dict:
+    """tests/fixtures/counts/between_arm_reference.json (make_between_arm_reference.R)."""
+    return json.loads((FIXTURES / "between_arm_reference.json").read_text())
+
+
+def between(fits: dict, ds: str, method: str) -> pd.DataFrame:
+    b = fits[ds].extras["between_arm"]
+    return b[b["method"] == method].reset_index(drop=True)
+
+
+def test_between_arm_table_is_declared_and_complete(fits):
+    from recurstudy.models.pain import BETWEEN_ARM_COLUMNS, WITHIN_ARM_NOTE
+
+    declared = {e.file for e in PainMixedModel.extras}
+    assert set(fits["demo"].extras) == declared
+    b = fits["demo"].extras["between_arm"]
+    assert list(b.columns) == BETWEEN_ARM_COLUMNS
+    assert list(b["method"].unique()) == ["cLDA", "ANCOVA"]
+    assert b.groupby("method")["week"].apply(list).to_dict() == {
+        "cLDA": [2, 4, 6, 12, 26],
+        "ANCOVA": [2, 4, 6, 12, 26],
+    }
+    assert b["converged"].all() and (b["message"].fillna("") == "").all()
+    assert list(b.loc[b["claim_week"], "week"]) == [6, 6]
+    # the reduction is 1 - ratio and its interval the log-ratio interval mapped back
+    np.testing.assert_allclose(b["reduction"], 1 - b["ratio"], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(b["conf_low"], 1 - b["ratio_conf_high"], rtol=0, atol=1e-15)
+    assert (b["conf_low"] < b["reduction"]).all() and (b["reduction"] < b["conf_high"]).all()
+    pc = fits["demo"].extras["percent_change"]
+    assert (pc.loc[pc["row"] == "arm", "interpretation"] == WITHIN_ARM_NOTE).all()
+
+
+@pytest.mark.parametrize("ds", ["demo", "sim"])
+def test_clda_matches_lmer(ba_ref, fits, ds):
+    """cLDA against lmer refitted tightly (bobyqa, rhoend 1e-12). Measured maximum relative
+    differences: coefficients 1.5e-8, their SEs 1.3e-7, means 6.4e-9, ratio 7.8e-9, SE of the log
+    ratio 6.4e-8, REML criterion 2.5e-8 absolute. The tolerances (1e-7 for estimates, 1e-6 for
+    standard errors) are what two optimisers stopping on the same flat REML surface allow (theta
+    agrees to ~1e-7); a wrong design (e.g. an arm term at baseline) moves the ratio by 1e-3."""
+    r = ba_ref[ds]["clda"]["tight"]
+    co = fits[ds].extras["clda_coefficients"]
+    assert len(co) == len(r["terms"])
+    close(co["estimate"], r["coef"], 1e-7)
+    close(co["std_error"], r["se"], 1e-6)
+    close(co["reml_criterion"].iloc[0], r["reml_criterion"], 1e-10)
+    ours, rb = between(fits, ds, "cLDA"), pd.DataFrame(r["between_arm"])
+    assert list(ours["week"]) == list(rb["week"])
+    for col in ("mean_control", "mean_intervention", "difference", "ratio", "reduction"):
+        close(ours[col], rb[col], 1e-7)
+    for col in ("se_mean_control", "se_mean_intervention", "se_log_ratio", "std_error"):
+        close(ours[col], rb[col], 1e-6)
+    close(ours["conf_low"], rb["conf_low"], 1e-7)
+    close(ours["conf_high"], rb["conf_high"], 1e-7)
+    close(ours["statistic"], rb["log_ratio"] / rb["se_log_ratio"], 1e-6)
+    # lme4's default optimiser stops earlier: within 1e-6 (estimates) and 5e-6 (SEs), measured
+    d = pd.DataFrame(ba_ref[ds]["clda"]["default"]["between_arm"])
+    close(ours["reduction"], d["reduction"], 1e-6)
+    close(ours["se_log_ratio"], d["se_log_ratio"], 5e-6)
+
+
+@pytest.mark.parametrize("ds", ["demo", "sim"])
+def test_ancova_matches_lm(ba_ref, fits, ds):
+    """ANCOVA is closed form (OLS): agreement with lm to 1e-10 relative (measured 6e-14; the
+    p-values, as small as 1e-248, to 2e-11)."""
+    ours, ra = between(fits, ds, "ANCOVA"), pd.DataFrame(ba_ref[ds]["ancova"])
+    assert list(ours["week"]) == list(ra["week"])
+    for col in ("n", "n_control", "n_intervention"):
+        assert list(ours[col]) == list(ra[col])
+    cols = (
+        "baseline_mean",
+        "mean_control",
+        "mean_intervention",
+        "ratio",
+        "reduction",
+        "se_log_ratio",
+        "std_error",
+        "conf_low",
+        "conf_high",
+        "p_value",
+    )
+    for col in cols:
+        close(ours[col], ra[col], 1e-10)
+
+
+def _true_reduction(week: int) -> float:
+    from recurstudy.simulate import SimulationParams, expected_pain
+
+    p = SimulationParams()  # both fixture cohorts use the default pain parameters
+    return 1 - expected_pain(p, "intervention", week) / expected_pain(p, "control", week)
+
+
+def test_expected_pain_is_the_simulators_mean():
+    """The exact truth (rounded, clipped NRS) against one very large simulated cohort: every arm
+    and week within 4 standard errors of the sample mean (n = 100,000, no dropout)."""
+    from recurstudy.simulate import SimulationParams, expected_pain, simulate_cohort
+
+    p = SimulationParams(n=100_000, seed=7, dropout=0.0)
+    sim = simulate_cohort(p)
+    df = sim["pain_scores"].merge(sim["participants"][["participant_id", "arm", "enrolled_on"]])
+    days = (pd.to_datetime(df["assessed_on"]) - pd.to_datetime(df["enrolled_on"])).dt.days
+    df["week"] = (days / 7).round().astype(int)
+    for (arm, week), g in df.groupby(["arm", "week"]):
+        se = g["nrs"].std() / np.sqrt(len(g))
+        assert abs(g["nrs"].mean() - expected_pain(p, arm, week)) < 4 * se, (arm, week)
+
+
+@pytest.mark.parametrize("method", ["cLDA", "ANCOVA"])
+def test_between_arm_covers_truth(fits, method):
+    """Sim cohort (n = 1500): the 95% interval at every visit holds the true between-arm
+    reduction of mean NRS (72.1% at week 6: 1 - 1.08 / 3.85, not the 82% within-arm change)."""
+    b = between(fits, "sim", method)
+    truth = b["week"].map(_true_reduction)
+    assert ((b["conf_low"] < truth) & (truth < b["conf_high"])).all(), b[["week", "reduction"]]
+
+
+def test_between_arm_recovers_truth_over_replicates():
+    """Replicates of the demo design (n = 300, 10% dropout, seeds 1000 + i): the mean estimated
+    reduction at week 6 lies within 3 Monte Carlo SEs of the truth - cLDA over 16 replicates,
+    ANCOVA over 200 - and the ANCOVA's 95% interval covers the truth in 95% +/- 3 MC SEs."""
+    from recurstudy.models import pain as pm
+    from recurstudy.simulate import SimulationParams, simulate_cohort
+
+    truth = _true_reduction(6)
+    spec = ModelSpec("pain", "mixed_pain")
+    clda, ancova, covered = [], [], []
+    for i in range(200):
+        sim = simulate_cohort(SimulationParams(n=300, seed=1000 + i))
+        df, _ = pm._prepare(spec, sim["pain_scores"], sim["participants"])
+        a = pm.ancova_between_arm(spec, df, [0, 6], [], 6).iloc[0]
+        ancova.append(a["reduction"])
+        covered.append(a["conf_low"] <= truth <= a["conf_high"])
+        if i < 16:
+            weeks = sorted(df["week"].unique())
+            c, _ = pm.clda_between_arm(spec, df, weeks, [], 6)
+            clda.append(c.set_index("week").loc[6, "reduction"])
+    for est in (np.array(clda), np.array(ancova)):
+        mc_se = est.std(ddof=1) / np.sqrt(est.size)
+        assert abs(est.mean() - truth) < 3 * mc_se, (est.mean(), truth, mc_se)
+    coverage = np.mean(covered)
+    assert abs(coverage - 0.95) < 3 * np.sqrt(0.95 * 0.05 / len(covered))

@@ -331,7 +331,17 @@ def test_singular_design_message_names_the_column(studies):
 
 
 # Column names the derived datasets use for their own values.
-DERIVED_NAMES = ["episode", "start", "stop", "gap", "event", "time", "n_episodes", "exposure_days"]
+DERIVED_NAMES = [
+    "episode",
+    "start",
+    "stop",
+    "gap",
+    "event",
+    "time",
+    "entry",
+    "n_episodes",
+    "exposure_days",
+]
 
 
 @pytest.mark.parametrize("name", DERIVED_NAMES)
@@ -343,3 +353,121 @@ def test_covariate_named_like_a_derived_column_is_a_config_error(name):
     config["adjust_for"] = ["age_years", name]
     with pytest.raises(ConfigError, match=name):
         validate_config(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# rhDNase: courses under way at entry and a 6-day washout (make_rhdnase.R, the ?rhDNase example)
+# ---------------------------------------------------------------------------------------------
+
+RHDNASE = HERE / "rhdnase"
+
+
+@pytest.fixture(scope="module")
+def rhdnase() -> dict:
+    """The rhDNase cohort validated, derived with its config (washout_days: 6, fev numeric) and
+    fitted, with R's reference and R's own (tstart, tstop] rows."""
+    config = load_config(RHDNASE / "config.yaml")
+    outcome = validate_cohort(config, RHDNASE)
+    tables = {
+        name: df.sort_values(SORT_KEYS[name], kind="mergesort").reset_index(drop=True)
+        for name, df in outcome.tables.items()
+    }
+    data = dict(derive_all(tables["participants"], tables["episodes"], config))
+    data["participants"] = tables["participants"]
+    specs = {s.name: s for s in model_specs(config)}
+    return {
+        "config": config,
+        "outcome": outcome,
+        "data": data,
+        "results": {name: fit_spec(spec, data) for name, spec in specs.items()},
+        "reference": json.loads((RHDNASE / "reference.json").read_text()),
+        "intervals": pd.read_csv(RHDNASE / "intervals.csv", dtype={"participant_id": str}),
+    }
+
+
+def test_rhdnase_validates_with_courses_under_way_at_entry(rhdnase):
+    outcome = rhdnase["outcome"]
+    assert outcome.ok, outcome.failures
+    assert rhdnase["config"]["washout_days"] == 6
+    ep = outcome.tables["episodes"].merge(outcome.tables["participants"], on="participant_id")
+    under_way = ep["onset_on"] <= ep["enrolled_on"]
+    assert int(under_way.sum()) == 6  # the six courses that began before entry
+    assert (ep.loc[under_way, "resolved_on"] > ep.loc[under_way, "enrolled_on"]).all()
+
+
+def test_rhdnase_intervals_equal_r_tmerge(rhdnase):
+    """Our (start, stop] rows with washout_days: 6 are R's dnase rows, row for row."""
+    cp = rhdnase["data"]["counting_process"]
+    r = rhdnase["intervals"].sort_values(["participant_id", "episode"], kind="mergesort")
+    cp = cp.sort_values(["participant_id", "episode"], kind="mergesort")
+    assert len(cp) == len(r) == rhdnase["reference"]["andersen_gill"]["n"]
+    for col in ("participant_id", "episode", "start", "stop", "event"):
+        np.testing.assert_array_equal(cp[col].to_numpy(), r[col].to_numpy(), err_msg=col)
+    counts = rhdnase["data"]["counts"].set_index("participant_id")
+    total = cp.groupby("participant_id")["gap"].sum()
+    np.testing.assert_array_equal(counts.loc[total.index, "exposure_days"], total)
+    assert counts["n_episodes"].sum() == cp["event"].sum() == r["event"].sum()
+
+
+def test_rhdnase_first_episode_delayed_entry_equals_r(rhdnase):
+    fe = rhdnase["data"]["first_episode"].set_index("participant_id")
+    R = rhdnase["reference"]["first_episode"]
+    rf = pd.DataFrame(R).set_index("participant_id")
+    # R's first rows omit the 2 patients whose follow-up ended inside a course under way at
+    # entry; ours keep them with entry == time (never at risk).
+    never = fe.index.difference(rf.index)
+    assert len(never) == 2 and (fe.loc[never, "entry"] == fe.loc[never, "time"]).all()
+    for col in ("entry", "time", "event"):
+        np.testing.assert_array_equal(fe.loc[rf.index, col], rf[col], err_msg=col)
+    assert int((fe["entry"] > 0).sum()) == 6
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "andersen_gill",
+        "andersen_gill_adjusted",
+        "cox_first_episode",
+        "cox_first_episode_adjusted",
+    ],
+)
+def test_rhdnase_cox_matches_r(rhdnase, model):
+    """Coefficients, robust (Andersen-Gill) or model-based SE, naive SE and counts equal R's
+    ?rhDNase fits: coxph(Surv(tstart, tstop, infect) ~ trt (+ fev), cluster = id) and, with
+    delayed entry, coxph(Surv(entry, time, event) ~ trt (+ fev)). Measured: <= 4e-14."""
+    res, R = rhdnase["results"][model], rhdnase["reference"][model]
+    assert res.converged, res.message
+    tab = res.table.set_index("term")
+    arm = f"arm[T.{rhdnase['config']['arms']['intervention']}]"
+    assert list(tab.index) == [arm, "fev"][: len(as_list(R["coef"]))]
+    assert bool(tab["robust"].iloc[0]) == R["robust"]
+    assert rel(tab["estimate"], as_list(R["coef"])) < RTOL
+    assert rel(tab["std_error"], as_list(R["se"])) < RTOL
+    naive = res.extras["naive"].set_index("term").loc[tab.index, "std_error"]
+    assert rel(naive, as_list(R["naive_se"])) < RTOL
+    fit = res.extras["fit"].set_index("quantity")["value"]
+    assert int(fit["n_rows"]) == R["n"]
+    assert rel(float(fit["loglik"]), R["loglik"]) < RTOL
+    assert int(tab["n_events"].iloc[0]) == R["nevent"]
+    zph = res.extras["ph_test"]  # cox.zph on (start, stop] / delayed-entry fits; <= 2e-14
+    assert rel(zph["statistic"], as_list(R["zph"])) < RTOL
+
+
+def test_rhdnase_kaplan_meier_with_delayed_entry_matches_survfit(rhdnase):
+    """survfit(Surv(entry, time, event) ~ trt): risk sets entry < t <= time. Measured: 5e-15."""
+    res, R = rhdnase["results"]["km_first_episode"], rhdnase["reference"]["km_first_episode"]
+    assert "2 participants never at risk left out" in res.message
+    ours = res.extras["survival"]
+    theirs = pd.DataFrame({k: R[k] for k in ("arm", "time", "n_risk", "n_event", "surv")})
+    theirs["std_err"], theirs["conf_low"], theirs["conf_high"] = (
+        R["std_err"],
+        R["conf_low"],
+        R["conf_high"],
+    )
+    m = ours.merge(theirs, on=["arm", "time"], how="outer", suffixes=("", "_r"), indicator=True)
+    assert (m["_merge"] == "both").all()  # same event and censoring times
+    np.testing.assert_array_equal(m["n_risk"], m["n_risk_r"])
+    np.testing.assert_array_equal(m["n_event"], m["n_event_r"])
+    for col in ("surv", "std_err", "conf_low", "conf_high"):
+        assert rel(m[col], m[f"{col}_r"]) < 1e-12, col
+    assert rel(res.table["statistic"].iloc[0], R["logrank"]) < 1e-12

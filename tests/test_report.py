@@ -2,13 +2,12 @@
 text, offline rendering, deterministic bytes, and no identifier or date of the demo cohort in
 anything the report writes.
 
-The `demo_report` fixture (session scope, shared with test_audit.py and test_browser.py) runs the
+The `demo_report` fixture (session scope, in conftest.py, shared by every test file) runs the
 whole workflow once on the demo cohort into a temporary run directory, with a small power run.
 """
 
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,10 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_workflow
 from scipy import stats
 
-from recurstudy import report as rp
-from recurstudy.config import load_config
+from recurstudy.config import load_config, study_text
+from recurstudy.models import get_model
+from recurstudy.report import disclosure, figures, render, tables, text
+from recurstudy.report.disclosure import SUPPRESSED
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -37,55 +39,79 @@ CONFIG = {
 }
 
 
-def run_workflow(run: Path, *extra: str) -> subprocess.CompletedProcess:
-    """snakemake on the run directory, the way users run it on their own data."""
-    import os
-
-    env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(run),
-        "--configfile",
-        str(run / "config.yaml"),
-        "--cores",
-        "2",
-        *extra,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
+_RUNS: dict[str, Path] = {}
 
 
-_RUNS: dict[str, Path] = {}  # test_audit and test_browser import the fixture: one run for all
+HOSTILE = "<script>alert(1)</script> ![x](data/participants.csv)"
+STUDY_TITLE = f"Exacerbation trial {HOSTILE}"
+HOSTILE_ARM = f"re-education {HOSTILE}"
+
+
+def docs_example_code() -> str:
+    """The worked example module of docs/extending.md, as written there."""
+    text = (REPO / "docs/extending.md").read_text()
+    return re.search(r"quasipoisson.py`:\n\n```python\n(.*?)```", text, re.S).group(1)
 
 
 @pytest.fixture(scope="session")
-def demo_report(tmp_path_factory) -> Path:
-    """A run directory with the whole workflow run on the demo cohort (20 power replicates)."""
-    if "demo" in _RUNS:
-        return _RUNS["demo"]
-    run = tmp_path_factory.mktemp("report_run")
-    shutil.copytree(REPO / "data/demo", run / "cohort")
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["data"] = {
-        "participants": "cohort/participants.csv",
-        "episodes": "cohort/episodes.csv",
-        "pain_scores": "cohort/pain_scores.csv",
-    }
-    config["power"] = {
-        "replicates": 20,
-        "chunk_size": 10,
-        "seed": 20261126,
-        "alpha": 0.05,
-        "mde_grid": [0.2, 0.4, 0.6],
-        "grid_replicates": 10,
-        "pain_replicates": 2,
+def custom_study(tmp_path_factory) -> Path:
+    """A study unlike the demo, run through the whole workflow: its event is "exacerbation", its
+    title and intervention label are full of HTML and Markdown, its sites are inst1..inst11, and
+    the docs' worked-example model (quasi-Poisson) is added as one module to a copy of the
+    package, with one config entry and a claim reading it; nothing else is edited."""
+    if "custom" in _RUNS:
+        return _RUNS["custom"]
+    run = tmp_path_factory.mktemp("custom_run")
+    code = run / "code"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    shutil.copytree(REPO / "src", code / "src", ignore=ignore)
+    shutil.copytree(REPO / "config", code / "config", ignore=ignore)  # the schema, beside src
+    (code / "src/recurstudy/models/quasipoisson.py").write_text(docs_example_code())
+    cohort = run / "cohort"
+    cohort.mkdir()
+    people = pd.read_csv(REPO / "data/demo/participants.csv", dtype=str)
+    people["arm"] = people["arm"].replace({"intervention": HOSTILE_ARM})
+    sites = {"site_A": "inst1", "site_B": "inst2", "site_C": "inst10", "site_D": "inst11"}
+    people["site"] = people["site"].map(sites)
+    people.to_csv(cohort / "participants.csv", index=False)
+    shutil.copy(REPO / "data/demo/episodes.csv", cohort / "episodes.csv")
+    config = {
+        "study": {
+            "title": STUDY_TITLE,
+            "event": "exacerbation",
+            "labels": {"age": {"label": "Age", "unit": "years"}},
+        },
+        "data": {"participants": "cohort/participants.csv", "episodes": "cohort/episodes.csv"},
+        "arms": {"control": "control", "intervention": HOSTILE_ARM},
+        "covariates": {"age": "numeric", "sex": "categorical"},
+        "adjust_for": ["age"],
+        "models": [
+            {"name": "km_first", "kind": "kaplan_meier"},
+            {"name": "negbin_rate", "kind": "negbin"},
+            {"name": "quasipoisson_rate", "kind": "quasipoisson"},
+        ],
+        "claims": [
+            {
+                "id": "fewer_exacerbations",
+                "statement": "Re-education halves exacerbations.",
+                "metric": "rate_reduction",
+                "claimed": 0.5,
+                "model": "quasipoisson_rate",
+            }
+        ],
+        "power": {
+            "replicates": 10,
+            "chunk_size": 10,
+            "seed": 7,
+            "alpha": 0.05,
+            "mde_grid": [0.2, 0.4, 0.6],
+            "grid_replicates": 10,
+        },
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = run_workflow(run)
+    proc = run_workflow(run, env={"PYTHONPATH": str(code / "src")})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    _RUNS["demo"] = run
+    _RUNS["custom"] = run
     return run
 
 
@@ -93,11 +119,11 @@ def demo_report(tmp_path_factory) -> Path:
 
 
 def test_fmt_count():
-    assert rp.fmt_count(4, 5) == "<5"
-    assert rp.fmt_count(5, 5) == "5"
-    assert rp.fmt_count(0, 5) == "<5"
-    assert rp.fmt_count(0, 5, suppress_zero=False) == "0"
-    assert rp.fmt_count(7, 10) == "<10"
+    assert disclosure.fmt_count(4, 5) == "<5"
+    assert disclosure.fmt_count(5, 5) == "5"
+    assert disclosure.fmt_count(0, 5) == "<5"
+    assert disclosure.fmt_count(0, 5, suppress_zero=False) == "0"
+    assert disclosure.fmt_count(7, 10) == "<10"
 
 
 def _recoverable(values, groups, hidden):
@@ -114,7 +140,7 @@ def test_secondary_suppression_rows_and_columns():
         groups.append([(lev, "x"), (lev, "y"), (lev, "t")])
     for col in ("x", "y", "t"):
         groups.append([(lev, col) for lev in counts])  # their sum (the arm's N) is shown
-    primary, secondary = rp.suppress(values, groups, 5)
+    primary, secondary = disclosure.suppress(values, groups, 5)
     assert primary == {("b", "x")}
     assert secondary  # the lone small cell is protected
     assert not _recoverable(values, groups, primary | secondary)
@@ -124,7 +150,7 @@ def test_secondary_suppression_rows_and_columns():
 
 def test_no_suppression_when_all_large():
     values = {("a", "x"): 10, ("a", "y"): 11}
-    assert rp.suppress(values, [list(values)], 5) == (set(), set())
+    assert disclosure.suppress(values, [list(values)], 5) == (set(), set())
 
 
 def _participants(n_c=20, n_i=20, f_c=3, f_i=10, seed=1):
@@ -148,18 +174,18 @@ def _participants(n_c=20, n_i=20, f_c=3, f_i=10, seed=1):
 
 
 def test_table1_primary_and_secondary_suppression():
-    t = rp.table1(_participants(), CONFIG)
+    t = tables.table1(_participants(), CONFIG)
     hdr = [c for c in t.columns if c.startswith(("control", "intervention", "Overall"))]
     assert hdr == ["control (N=20)", "intervention (N=20)", "Overall (N=40)"]
     sex = t[t["level"].isin(["F", "M"])].set_index("level")
     assert sex.loc["F", "control (N=20)"] == "<5"
     # control F = 3 would follow from N=20 - M and from Overall F - intervention F:
-    assert sex.loc["M", "control (N=20)"] == rp.SUPPRESSED
-    row_hidden = [sex.loc["F", c] in ("<5", rp.SUPPRESSED) for c in hdr]
+    assert sex.loc["M", "control (N=20)"] == SUPPRESSED
+    row_hidden = [sex.loc["F", c] in ("<5", SUPPRESSED) for c in hdr]
     assert sum(row_hidden) >= 2
     for c in hdr:  # every column: zero or at least two hidden cells
-        assert sum(sex.loc[lev, c] in ("<5", rp.SUPPRESSED) for lev in ("F", "M")) != 1
-    assert t.loc[t["characteristic"].str.startswith("Age"), "control (N=20)"].iloc[0].count("(")
+        assert sum(sex.loc[lev, c] in ("<5", SUPPRESSED) for lev in ("F", "M")) != 1
+    assert t.loc[t["characteristic"].str.startswith("age"), "control (N=20)"].iloc[0].count("(")
     # nothing below 5 is shown as a number
     for cell in t[hdr].to_numpy().ravel():
         m = re.match(r"^(\d+) \(", cell)
@@ -167,12 +193,12 @@ def test_table1_primary_and_secondary_suppression():
 
 
 def test_table1_small_arm_and_zero_cells():
-    t = rp.table1(_participants(n_c=4, f_c=0), CONFIG)
+    t = tables.table1(_participants(n_c=4, f_c=0), CONFIG)
     assert "control (N=<5)" in t.columns
     col = t["control (N=<5)"]
-    assert all(v in ("", "<5", rp.SUPPRESSED, "n<5") for v in col)
+    assert all(v in ("", "<5", SUPPRESSED, "n<5") for v in col)
     # zero women in intervention is suppressed as well (attribute disclosure)
-    t2 = rp.table1(_participants(f_i=0), CONFIG)
+    t2 = tables.table1(_participants(f_i=0), CONFIG)
     f = t2[t2["level"] == "F"].iloc[0]
     assert f["intervention (N=20)"] == "<5"
 
@@ -182,10 +208,10 @@ def test_rates_per_100_participant_months():
         {
             "arm": ["control"] * 10 + ["intervention"] * 10,
             "n_episodes": [3] * 10 + [1] * 10,
-            "exposure_days": [rp.DAYS_PER_MONTH * 10] * 20,  # 10 participant-months each
+            "exposure_days": [tables.DAYS_PER_MONTH * 10] * 20,  # 10 participant-months each
         }
     )
-    t = rp.rates_table(counts, CONFIG).set_index("arm")
+    t = tables.rates_table(counts, CONFIG).set_index("arm")
     assert t.loc["control", "episodes"] == "30"
     assert t.loc["control", "participant-months"] == "100"
     assert t.loc["control", "episodes per 100 participant-months"] == "30.0"
@@ -195,10 +221,10 @@ def test_rates_per_100_participant_months():
     assert t.loc["Overall", "episodes per 100 participant-months"] == "20.0"
     # a small episode count hides its rate and, secondarily, another arm's
     counts.loc[counts["arm"] == "intervention", "n_episodes"] = [1, 1, 1] + [0] * 7
-    t = rp.rates_table(counts, CONFIG).set_index("arm")
+    t = tables.rates_table(counts, CONFIG).set_index("arm")
     assert t.loc["intervention", "episodes"] == "<5"
-    assert t.loc["intervention", "episodes per 100 participant-months"] == rp.SUPPRESSED
-    hidden = [t.loc[a, "episodes"] in ("<5", rp.SUPPRESSED) for a in t.index]
+    assert t.loc["intervention", "episodes per 100 participant-months"] == SUPPRESSED
+    hidden = [t.loc[a, "episodes"] in ("<5", SUPPRESSED) for a in t.index]
     assert sum(hidden) >= 2
 
 
@@ -223,37 +249,54 @@ def _flow(excluded_c=2, excluded_i=7):
 
 
 def test_flow_table():
-    t = rp.flow_table(_flow(0, 0)).set_index("stage")
+    t = tables.flow_table(_flow(0, 0)).set_index("stage")
     assert t.loc["Excluded by validation", "control"] == "0"  # a structural zero is shown
     assert t.loc["Analysed", "Total"] == "160"
-    t = rp.flow_table(_flow(2, 7)).set_index("stage")
+    t = tables.flow_table(_flow(2, 7)).set_index("stage")
     assert t.loc["Excluded by validation", "control"] == "<5"
     assert t.loc["Analysed", "control"] == "80"  # analysed counts are kept visible
     # control's 2 would follow from received - analysed: received is hidden instead
-    assert t.loc["Received", "control"] == rp.SUPPRESSED
-    hidden = {(s, c) for s in t.index for c in t.columns if t.loc[s, c] in ("<5", rp.SUPPRESSED)}
+    assert t.loc["Received", "control"] == SUPPRESSED
+    hidden = {(s, c) for s in t.index for c in t.columns if t.loc[s, c] in ("<5", SUPPRESSED)}
     cols = ["control", "intervention", "Total"]
     stages = ["Received", "Excluded by validation", "Analysed"]
     groups = [[(s, c) for s in stages] for c in cols] + [[(s, c) for c in cols] for s in stages]
     assert not _recoverable(None, groups, hidden)
-    rec = rp.record_flow_table(_flow()).set_index("table")
+    rec = tables.record_flow_table(_flow()).set_index("table")
     assert rec.loc["Episodes", "excluded"] == "<5"
 
 
+def _visible(markdown: str) -> str:
+    """What a reader sees of a Markdown text (rendered as the report renders it, tags removed)."""
+    import html
+
+    from nbconvert.filters.markdown import markdown2html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", markdown2html(markdown)))
+
+
 def test_methods_paragraph_from_config():
-    est = pd.DataFrame({"model": ["ag", "nb"], "robust": [True, False]})
-    text = rp.methods_paragraph(
+    est = pd.DataFrame({"model": ["km", "ag", "nb"], "robust": [False, True, False]})
+    md = text.methods_paragraph(
         {**CONFIG, "claims": [{"id": "c"}], "power": {"replicates": 99, "seed": 7}},
         est,
         {"python": "3.11.7", "lifelines": "0.30.3"},
     )
-    assert "ag: an Andersen-Gill model" in text and "formula ~ arm" in text
-    assert "ag_adjusted" in text and "arm + age" in text
-    assert "robust (sandwich) standard errors" in text
-    assert "model-based standard errors" in text
-    assert "99 simulated replicates" in text and "seed 7" in text
-    assert "fewer than 5 participants" in text
-    assert "lifelines 0.30.3" in text
+    seen = _visible(md)
+    # every model is listed with its own description: title, estimand, R call, reference
+    for kind in ("kaplan_meier", "andersen_gill", "negbin"):
+        d = get_model(kind).describe()
+        for piece in (d.title, d.estimand, d.r_call, d.reference):
+            assert piece and " ".join(piece.split()) in seen, (kind, piece)
+    assert "ag: formula ~ arm, robust (sandwich) standard errors" in seen
+    assert "ag_adjusted: formula ~ arm + age" in seen
+    assert "nb: formula ~ arm, model-based standard errors" in seen
+    assert "km: formula ~ arm" in seen and "km: formula ~ arm," not in seen  # no effect, no SE
+    assert "hazard ratios and rate ratios" in seen  # the measures the models declare
+    assert "99 simulated replicates" in seen and "seed 7" in seen
+    assert "fewer than 5 participants" in seen
+    assert "lifelines 0.30.3" in seen
+    assert md.count("\n- ") == 3  # one item per model, its adjusted variant in the same item
 
 
 def test_forest_keeps_failed_models():
@@ -279,13 +322,258 @@ def test_forest_keeps_failed_models():
             },
         ]
     )
-    rows = rp.forest_data(est, CONFIG)
+    rows = tables.forest_data(est, CONFIG)
     assert list(rows["model"]) == ["ag", "nb"]
+    assert list(rows["title"]) == [
+        get_model(k).describe().title for k in ("andersen_gill", "negbin")
+    ]
+    assert list(rows["measure"]) == ["hazard ratio", "rate ratio"]
     assert not rows.set_index("model").loc["nb", "converged"]
     assert "singular" in rows.set_index("model").loc["nb", "message"]
-    png = rp.png_bytes(rp.forest_figure(rows))
-    assert png.startswith(b"\x89PNG") and png == rp.png_bytes(rp.forest_figure(rows))
+    png = figures.png_bytes(figures.forest_figure(rows))
+    assert png.startswith(b"\x89PNG") and png == figures.png_bytes(figures.forest_figure(rows))
     assert b"Software" not in png and b"matplotlib" not in png.lower()
+
+
+def test_report_has_no_table_of_kinds():
+    """The report reads models through their descriptions: no list of kinds, no kind branch."""
+    package = REPO / "src/recurstudy/report"
+    for path in sorted(package.glob("*.py")):
+        source = path.read_text()
+        assert not re.search(r"\bkind\s*[!=]=|\bkind\s+in\b|KIND_TEXT|RATIO_KINDS", source), path
+
+
+class _Demo:
+    """Two model kinds registered for one test: a ratio model with extra tables in every
+    section, and a descriptive model (no effect measure) that writes a survival table."""
+
+    def __enter__(self):
+        from recurstudy.models.base import REGISTRY, ExtraTable, Model, failed, register
+
+        class OddsDemo(Model):
+            kind = "odds_demo"
+            datasets = ("counts",)
+            title = "Odds demo model"
+            effect_measure = "odds ratio"
+            estimand = "odds of any event, intervention vs control"
+            extras = (
+                ExtraTable("calibration", "Calibration of the demo"),
+                ExtraTable("more", "More about the demo", "appendix"),
+                ExtraTable("secret", "Never shown", "hidden"),
+            )
+
+            def fit(self, spec, **data):
+                return failed(spec, "not fitted")
+
+        class DescribeDemo(Model):
+            kind = "describe_demo"
+            datasets = ("first_episode",)
+            adjustable = False
+            title = "Descriptive demo"
+            estimand = "curves by arm"
+
+            def fit(self, spec, **data):
+                return failed(spec, "not fitted")
+
+        self.registry = REGISTRY
+        register(OddsDemo)
+        register(DescribeDemo)
+        return {
+            "arms": {"control": "control", "intervention": "intervention"},
+            "covariates": {"age": "numeric"},
+            "adjust_for": ["age"],
+            "min_cell": 5,
+            "models": [
+                {"name": "odds", "kind": "odds_demo"},
+                {"name": "curves", "kind": "describe_demo"},
+            ],
+        }
+
+    def __exit__(self, *exc):
+        self.registry.pop("odds_demo", None)
+        self.registry.pop("describe_demo", None)
+
+
+def _tidy_row(model, ratio, converged=True, message=""):
+    nan = float("nan")
+    return {
+        "model": model,
+        "term": "arm[T.intervention]",
+        "exp_estimate": ratio if converged else nan,
+        "exp_conf_low": ratio / 2 if converged else nan,
+        "exp_conf_high": ratio * 2 if converged else nan,
+        "converged": converged,
+        "message": message,
+    }
+
+
+def test_model_description_drives_forest_and_sections(tmp_path):
+    with _Demo() as config:
+        entries = tables.model_entries(config)
+        assert [e.name for e in entries] == ["odds", "odds_adjusted", "curves"]
+        est = pd.DataFrame(
+            [
+                _tidy_row("odds", 0.5),
+                _tidy_row("odds_adjusted", 0.0, converged=False, message="separation"),
+                _tidy_row("curves", 0.9),
+            ]
+        )
+        rows = tables.forest_data(est, config, entries=entries).set_index("model")
+        assert list(rows.index) == ["odds", "odds_adjusted"]  # "curves" has no effect measure
+        assert set(rows["title"]) == {"Odds demo model"}
+        assert set(rows["measure"]) == {"odds ratio"}
+        assert rows.loc["odds_adjusted", "adjusted"] and not rows.loc["odds_adjusted", "converged"]
+        assert tables.effect_measures(entries) == ["odds ratio"]
+
+        models = tmp_path / "models"
+        for name in ("odds", "odds_adjusted"):
+            (models / name).mkdir(parents=True)
+            pd.DataFrame(
+                {"arm": ["control", "intervention"], "n": [3, 12], "n_dropped": [0, 0],
+                 "events": [0, 9], "brier": [0.123456, 0.2]}
+            ).to_csv(models / name / "calibration.csv", index=False)  # fmt: skip
+            pd.DataFrame({"x": [1]}).to_csv(models / name / "secret.csv", index=False)
+        (models / "odds" / "more.csv").write_text("y\n2\n")
+        (models / "curves").mkdir()
+        (models / "curves" / "survival.csv").write_text("arm,time\ncontrol,1\n")
+
+        diag = tables.section_extras(models, entries, "diagnostics", 5)
+        assert [c for c, _ in diag] == ["Odds demo model: Calibration of the demo"]
+        cal = diag[0][1]
+        assert list(cal["model"]) == ["odds", "odds", "odds_adjusted", "odds_adjusted"]
+        assert list(cal["n"]) == ["<5", "12"] * 2  # a count below min_cell is suppressed
+        assert list(cal["events"]) == ["<5", "9"] * 2  # ... a zero as well
+        assert list(cal["n_dropped"]) == ["0", "0"] * 2  # nobody dropped identifies nobody
+        assert list(cal["brier"]) == ["0.123", "0.200"] * 2
+        appendix = tables.section_extras(models, entries, "appendix", 5)
+        assert [c for c, _ in appendix] == ["Odds demo model: More about the demo"]
+        shown = [c for c, _ in diag + appendix]
+        assert not any("Never shown" in c for c in shown)  # hidden extras stay out
+        assert [e.name for e in tables.models_with_file(models, entries, "survival")] == ["curves"]
+        md = _visible(text.methods_paragraph(config, entries=entries))
+        assert "Odds demo model" in md and "Descriptive demo" in md
+        assert "odds of any event, intervention vs control" in md
+        assert "odds ratios of intervention vs control" in md
+
+
+def test_table1_labels_and_natural_order():
+    p = _participants()
+    p["site"] = ["inst10", "inst2", "inst1", "inst11"] * 10
+    config = {
+        **CONFIG,
+        "study": {"labels": {"age": {"label": "Age at entry", "unit": "years"}, "sex": {}}},
+    }
+    t = tables.table1(p, config)
+    chars = [c for c in t["characteristic"] if c]
+    assert chars[:3] == ["Site", "Age at entry (years), mean (SD)", "sex"]
+    site = t["level"].iloc[1:5].tolist()
+    assert site == ["inst1", "inst2", "inst10", "inst11"]
+
+
+EXACERBATION = {
+    **CONFIG,
+    "study": {"title": "Asthma trial", "event": "exacerbation", "labels": {}},
+}
+
+
+def test_study_words_everywhere():
+    counts = pd.DataFrame(
+        {
+            "arm": ["control", "intervention"] * 10,
+            "n_episodes": [2, 1] * 10,
+            "exposure_days": [300.0] * 20,
+        }
+    )
+    rates = tables.rates_table(counts, EXACERBATION)
+    assert "exacerbations per 100 participant-months" in rates.columns
+    assert text.rates_caption(EXACERBATION).startswith("Exacerbations per 100")
+    survival = pd.DataFrame(
+        {
+            "arm": ["control", "intervention"],
+            "time": [10.0, 20.0],
+            "n_risk": [10, 10],
+            "n_event": [1, 1],
+            "n_censor": [0, 0],
+            "surv": [0.9, 0.9],
+            "conf_low": [0.7, 0.7],
+            "conf_high": [1.0, 1.0],
+        }
+    )
+    km = figures.km_figure(survival, EXACERBATION)
+    mcf = figures.mcf_figure(survival.assign(mcf=[0.1, 0.1]), EXACERBATION)
+    words = [km.axes[0].get_title(), km.axes[0].get_ylabel(), mcf.axes[0].get_title()]
+    words += [mcf.axes[0].get_ylabel(), text.km_caption(EXACERBATION, "KM", 5)]
+    words += [text.mcf_caption(EXACERBATION, "KM", True)]
+    flow = _flow(0, 0)
+    claims = pd.DataFrame(columns=["claim_id"])
+    words += [_visible(text.summary_paragraph(flow, claims, counts, EXACERBATION))]
+    words += [_visible(text.methods_paragraph(EXACERBATION))]
+    assert all("exacerbation" in w for w in words), words
+    assert not any("pain episode" in w or "first episode" in w.split(";")[0] for w in words[:6])
+    assert _visible(text.title_markdown(EXACERBATION)).startswith("Asthma trial")
+    assert "Outcome study report" in _visible(text.title_markdown(CONFIG))  # the schema default
+
+
+def _hostile_config():
+    return {
+        **CONFIG,
+        "arms": {"control": "control", "intervention": f"re-ed {HOSTILE}"},
+        "study": {"title": f"Trial {HOSTILE}", "event": "episode", "labels": {}},
+        "claims": [{"id": "c1"}],
+    }
+
+
+def _assert_inert(page: str) -> None:
+    """No script, no image or link other than data: URIs and in-page anchors."""
+    assert "<script" not in page.lower()
+    assert not re.search(r"<img\b[^>]*\bsrc=\"(?!data:)", page)
+    assert not re.search(r"<a\b[^>]*\bhref=\"(?!#)", page)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_text_from_config_is_escaped():
+    from nbconvert.filters.markdown import markdown2html
+
+    config = _hostile_config()
+    intervention = config["arms"]["intervention"]
+    counts = pd.DataFrame(
+        {"arm": ["control", intervention] * 10, "n_episodes": 1, "exposure_days": 300.0}
+    )
+    claims = pd.DataFrame(
+        [
+            {"claim_id": "c1", "statement": f"cut {HOSTILE}", "model": "nb", "claimed": 0.5,
+             "estimate": 0.4, "conf_low": 0.2, "conf_high": 0.6, "verdict": "supported",
+             "reason": "r"}
+        ]
+    )  # fmt: skip
+    flow = _flow(0, 0)
+    flow["arms"] = config["arms"]
+    for md in (
+        text.title_markdown(config),
+        text.summary_paragraph(flow, claims, counts, config),
+        text.methods_paragraph(config),
+    ):
+        page = markdown2html(md)
+        _assert_inert(page)
+        assert HOSTILE in _visible(md)  # shown as the characters it is made of
+    people = _participants()
+    people["arm"] = people["arm"].replace({"intervention": intervention})
+    for df in (
+        tables.table1(people, config),
+        tables.flow_table(flow),
+        tables.rates_table(counts, config),
+    ):
+        _assert_inert(render.table_html(df, f"caption {HOSTILE}", f"note {HOSTILE}"))
+    _assert_inert(figures.img_html(b"png", HOSTILE, HOSTILE))
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={"text/markdown": text.title_markdown(config)})
+    ]
+    nb.cells = [cell]
+    page = render.render_html(nb, title=study_text(config)["title"])
+    _assert_inert(page)
+    assert re.search(r"<title>Trial &lt;script&gt;alert\(1\)&lt;/script&gt; !\[x\]", page)
 
 
 def test_rendered_html_is_offline():
@@ -294,7 +582,7 @@ def test_rendered_html_is_offline():
         nbformat.v4.new_markdown_cell("# Title\n\n$x^2$"),
         nbformat.v4.new_code_cell("print(1)"),
     ]
-    page = rp.render_html(nb)
+    page = render.render_html(nb)
     assert "<script" not in page and "print(1)" not in page
     assert not re.search(r"https?://", page)
 
@@ -333,15 +621,16 @@ def test_report_outputs(demo_report):
         "Power",
         "Methods",
         "Provenance",
+        "Appendix",
     ]
     assert len(heads) == len(order)
     for h, key in zip(heads, order, strict=True):
         assert key.lower() in h.lower(), (h, key)
     assert page.count("<img ") >= 4
     assert "<script" not in page and not re.search(r"https?://", page)
-    assert "rp.table1" not in page and "show_table(" not in page  # code hidden
+    assert "tables.table1" not in page and "show_table(" not in page  # code hidden
     nb = nbformat.read(reports / "report.ipynb", as_version=4)
-    assert any("rp.table1" in c.source for c in nb.cells)  # ... but kept in the notebook
+    assert any("tables.table1" in c.source for c in nb.cells)  # ... but kept in the notebook
     assert str(demo_report) not in (reports / "report.ipynb").read_text()
     assert str(demo_report) not in page
     # every model of the run is in the model table, failed or not
@@ -359,8 +648,8 @@ def test_report_is_deterministic(demo_report, tmp_path):
     ran = (demo_report / "reports/report.ipynb").read_text()
     commit = re.search(r"source_commit = '([0-9a-f]+|unknown)'", ran).group(1)
     params = {"config": config, "source_commit": commit, "assets": "reports"}
-    nb, _ = rp.execute_notebook(REPO / "workflow/notebooks/report.py.ipynb", params, other)
-    page = rp.render_html(nb, title="recurstudy report")
+    nb, _ = render.execute_notebook(REPO / "workflow/notebooks/report.py.ipynb", params, other)
+    page = render.render_html(nb, title=study_text(config)["title"])
     assert page == (demo_report / "reports/report.html").read_text(encoding="utf-8")
     for sub in ("figures", "tables"):
         for f in sorted((demo_report / "reports" / sub).iterdir()):
@@ -400,3 +689,40 @@ def test_snakemake_report(demo_report, tmp_path):
     names = zipfile.ZipFile(out).namelist()
     assert any(n.endswith("km.png") for n in names)
     assert any(n.endswith("table1.csv") for n in names)
+
+
+def _page_text(page: str) -> str:
+    """The text a reader sees on a report page (styles, tags and data: URIs removed)."""
+    import html
+
+    page = re.sub(r"<style.*?</style>", "", _strip_data_uris(page), flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+
+
+def test_custom_study_words_and_escaping(custom_study):
+    reports = custom_study / "reports"
+    page = (reports / "report.html").read_text(encoding="utf-8")
+    _assert_inert(page)
+    escaped = STUDY_TITLE.replace("<", "&lt;").replace(">", "&gt;")
+    assert f"<title>{escaped}</title>" in page
+    seen = _page_text(page)
+    h1 = re.search(r"<h1[^>]*>(.*?)<a class", page, re.S).group(1)
+    assert _page_text(h1).strip() == STUDY_TITLE  # the study title, shown as written
+    assert HOSTILE_ARM in seen  # the arm label, as text
+    heads = [_page_text(h).strip() for h in re.findall(r"<h2[^>]*>(.*?)<", page)]
+    assert "4. Exacerbation rates" in heads and "5. Time to first exacerbation" in heads
+    assert "6. Recurrent exacerbations: mean cumulative function" in heads
+    assert "Exacerbations per 100 participant-months" in seen
+    assert "They had" in seen and " exacerbations over " in seen
+    assert "pain episode" not in seen.lower()
+    # the notebook's Markdown outputs carry no live link or image syntax either
+    nb = nbformat.read(reports / "report.ipynb", as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            md = out.get("data", {}).get("text/markdown", "")
+            assert not re.search(r"(?<!\\)\]\(|<script", md), md[:200]
+    # Table 1: covariate labels from the config, categories in natural order
+    t1 = pd.read_csv(reports / "tables/table1.csv", dtype=str, keep_default_na=False)
+    assert "Age (years), mean (SD)" in set(t1["characteristic"])
+    start = t1.index[t1["characteristic"] == "Site"][0]
+    assert list(t1["level"].iloc[start + 1 : start + 5]) == ["inst1", "inst2", "inst10", "inst11"]

@@ -60,6 +60,7 @@ def _config(run: Path) -> dict:
         "pain_replicates": 2,
         "informative_dropout_link": 1.0,
     }
+    config["bootstrap"] = {"replicates": 8, "chunk_size": 4, "seed": 7, "bca": False}
     return config
 
 
@@ -144,6 +145,12 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
         "power_grid": 3,
         "power_summary": 1,
         "sensitivity": 1,
+        "bootstrap_chunk": 2,  # the claim's model, refitted on resampled participants
+        "bootstrap_summary": 1,
+        "bootstrap_table": 1,
+        "site_effect": 4,  # the claim's model in each of the demo's four sites
+        "site_meta": 1,
+        "site_stratified_ag": 1,
         **PLANNED,
     }
     assert _snakemake(run).returncode == 0

@@ -83,6 +83,7 @@ def test_fixture_cohort_is_valid(tmp_path):
     }
 
 
+UNDER_WAY = "onset_on > enrolled_on or resolved_on > enrolled_on"
 # (table, data row, column, bad value, expected check); the line reported is data row + 2.
 BROKEN = [
     ("participants", 1, "arm", "placebo", "arm in {control, intervention}"),
@@ -113,8 +114,9 @@ BROKEN = [
     ("episodes", 2, "participant_id", "", "missing value"),
     ("episodes", 0, "onset_on", "", "missing value"),
     ("episodes", 0, "onset_on", "01/02/2024", "not a date (YYYY-MM-DD)"),
-    ("episodes", 0, "onset_on", "2024-01-10", "onset_on > enrolled_on"),
-    ("episodes", 0, "onset_on", "2024-01-01", "onset_on > enrolled_on"),
+    # P01's second episode is unresolved: begun by enrolment, it would never be at risk
+    ("episodes", 1, "onset_on", "2024-01-10", UNDER_WAY),
+    ("episodes", 1, "onset_on", "2024-01-01", UNDER_WAY),
     ("episodes", 3, "onset_on", "2024-08-04", "onset_on <= followup_end"),
     ("episodes", 2, "resolved_on", "2024-03-31", "resolved_on >= onset_on"),
     ("episodes", 2, "resolved_on", "soon", "not a date (YYYY-MM-DD)"),
@@ -161,6 +163,8 @@ VALID = [
     ("episodes", 0, "severity", "0"),
     ("episodes", 0, "severity", ""),
     ("episodes", 0, "onset_on", "2024-01-11"),  # the day after enrolment
+    ("episodes", 0, "onset_on", "2024-01-10"),  # under way at enrolment (resolved 2024-02-04)
+    ("episodes", 0, "onset_on", "2023-12-01"),  # under way at enrolment, began long before
     ("episodes", 3, "onset_on", "2024-08-03"),  # on the last day of follow-up
     ("pain_scores", 0, "assessed_on", "2024-01-10"),  # on the day of enrolment
     ("pain_scores", 3, "assessed_on", "2024-08-01"),  # on the last day of follow-up
@@ -202,6 +206,39 @@ def test_followup_end_before_enrolment(tmp_path):
     assert found(failures) == {
         ("participants", 5, "followup_end", "followup_end >= enrolled_on"),
         ("episodes", 5, "onset_on", "onset_on <= followup_end"),  # P04's episode on 2024-08-03
+    }
+
+
+@pytest.mark.parametrize(
+    ("onset", "resolved"),
+    [
+        ("2024-01-01", "2024-01-05"),  # began and ended before enrolment (2024-01-10)
+        ("2024-01-01", "2024-01-10"),  # ended on the day of enrolment
+        ("2024-01-10", "2024-01-10"),  # began and ended on the day of enrolment
+    ],
+)
+def test_episode_over_by_enrolment_fails(tmp_path, onset, resolved):
+    edits = [("episodes", 0, "onset_on", onset), ("episodes", 0, "resolved_on", resolved)]
+    failures = failures_of(tmp_path, edits)
+    assert found(failures) == {("episodes", 2, "onset_on", UNDER_WAY)}
+    assert failures["value"].tolist() == [onset]
+
+
+def test_episode_begun_by_enrolment_needs_a_resolution_column(tmp_path):
+    root = cohort(tmp_path, [("episodes", 0, "onset_on", "2024-01-10")])
+    path = root / "data" / "episodes.csv"
+    pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns="resolved_on").to_csv(
+        path, index=False
+    )
+    failures = validate_cohort(base_config(), root).failures
+    assert found(failures) == {("episodes", 2, "onset_on", UNDER_WAY)}
+
+
+def test_unparsable_resolution_is_reported_once(tmp_path):
+    # an episode begun before enrolment whose resolution is not a date: one failure, the date's
+    edits = [("episodes", 0, "onset_on", "2024-01-02"), ("episodes", 0, "resolved_on", "soon")]
+    assert found(failures_of(tmp_path, edits)) == {
+        ("episodes", 2, "resolved_on", "not a date (YYYY-MM-DD)"),
     }
 
 
@@ -359,3 +396,24 @@ def test_column_specs_follow_config():
     assert specs["smoker"].not_missing
     assert specs["prior_episodes"].kind == "integer"  # the contract's stricter type wins
     assert not specs["site"].required
+
+
+def test_rules_come_from_the_contract_declarations(tmp_path, monkeypatch):
+    """The checks are the contract's declarations: a rule added to contract.ROW_RULES is
+    checked and reported, with no other change."""
+    from recurstudy import contract
+    from recurstudy.schemas import rules_schema
+
+    for table, rules in contract.ROW_RULES.items():
+        typed = pd.DataFrame(columns=list(contract.column_specs(table, base_config())))
+        schema = rules_schema(table, base_config(), typed)
+        declared = sorted(rule.column for rule in rules)
+        built = sorted(c for c, col in schema.columns.items() for _ in col.checks)
+        assert built == declared, table
+    monkeypatch.setitem(
+        contract.ROW_RULES,
+        "pain_scores",
+        (*contract.ROW_RULES["pain_scores"], contract.Range("nrs", 1, 9)),
+    )
+    failures = failures_of(tmp_path, [("pain_scores", 2, "nrs", "10")])
+    assert found(failures) == {("pain_scores", 4, "nrs", "nrs in [1, 9]")}

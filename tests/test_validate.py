@@ -511,3 +511,24 @@ def test_main_validate_bad_config_no_traceback(tmp_path, capsys):
     assert main_validate(str(path), str(tmp_path / "o"), str(tmp_path / "c")) == 1
     err = capsys.readouterr().err
     assert err.startswith("recurstudy: ") and "Traceback" not in err
+
+
+def test_wrong_arm_labels_say_what_to_write(repo):
+    """When no arm label matches the config, the message lists the labels found and shows the
+    arms: line to write."""
+    import yaml
+
+    from recurstudy.config import validate_config
+    from recurstudy.validate import outcome_message
+
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    config["arms"] = {"control": "usual care", "intervention": "NMR"}
+    config["data"] = {k: str(repo / v) for k, v in config["data"].items()}
+    validate_config(config)
+    outcome = validate_cohort(config, repo)
+    message = outcome_message(outcome, "results/validation")
+    assert "the arm column holds 'control', 'intervention'" in message
+    assert "arms: {control: control, intervention: intervention}" in message
+    # one stray label among correct ones is an ordinary failure, with no arms: hint
+    config["arms"] = {"control": "control", "intervention": "intervention"}
+    assert "arms:" not in outcome_message(validate_cohort(config, repo), "x")

@@ -44,18 +44,6 @@ def _setup(repo: Path, run: Path, **overrides) -> dict:
     return config
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    repo = Path(__file__).resolve().parents[1]
-    run = tmp_path_factory.mktemp("demo_run")
-    _setup(repo, run)
-    before = sorted(p.name for p in repo.iterdir())
-    proc = _run(repo, run)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert sorted(p.name for p in repo.iterdir()) == before  # nothing written into the repo
-    return run
-
-
 def test_analysis_datasets(demo_run):
     cp = pd.read_parquet(demo_run / "results/analysis/counting_process.parquet")
     counts = pd.read_parquet(demo_run / "results/analysis/counts.parquet")

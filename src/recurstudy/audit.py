@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from recurstudy import report as rp
+from recurstudy.provenance import git_commit, output_files, sha256_file
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ def check_inputs(manifest: dict[str, Any], run_dir: Path, workflow_dir: Path) ->
         if not where.is_file():
             problems.append(f"input missing: {label}")
             continue
-        digest = rp.sha256_file(where)
+        digest = sha256_file(where)
         if digest != entry["sha256"]:
             problems.append(
                 f"input changed: {label} (sha256 {digest[:12]}…, manifest {entry['sha256'][:12]}…)"
@@ -52,7 +52,7 @@ def check_inputs(manifest: dict[str, Any], run_dir: Path, workflow_dir: Path) ->
 def compare_outputs(manifest: dict[str, Any], rerun_dir: Path) -> list[str]:
     """One line per output that differs, is missing from the re-run, or is new in it."""
     expected = {e["path"]: e["sha256"] for e in manifest["outputs"]}
-    found = {p: rp.sha256_file(rerun_dir / p) for p in rp.output_files(rerun_dir)}
+    found = {p: sha256_file(rerun_dir / p) for p in output_files(rerun_dir)}
     lines = []
     for path in sorted(set(expected) | set(found)):
         if path not in found:
@@ -107,7 +107,7 @@ def audit(
             f"audit FAILED: {len(problems)} input(s) differ from the manifest; not re-run", file=out
         )
         return 1
-    commit = rp.git_commit(workflow_dir)
+    commit = git_commit(workflow_dir)
     if commit != manifest.get("source_commit"):
         print(
             f"note: source commit {commit} differs from the manifest's "

@@ -6,7 +6,15 @@ estimate is read from one model's intervention term:
 - ``rate_reduction`` / ``hazard_reduction``: ``1 - exp(beta)`` (1 - rate ratio / hazard ratio),
   with Wald intervals on the log-ratio scale mapped to the reduction scale; the test against the
   claimed value is the Wald z of ``beta - log(1 - claimed)``.
-- ``pain_reduction``: the percent reduction of mean pain (see :func:`_pain_claim`).
+- ``pain_reduction``, by the claim's ``contrast``:
+
+  - ``between_arm`` (default): ``1 - mean_I(w) / mean_C(w)``, the reduction of mean NRS at the
+    claim week ``w`` in the intervention arm relative to the control arm, from the pain model's
+    ``between_arm`` table, method ``cLDA`` (constrained longitudinal analysis, all visits,
+    missing visits MAR; see :func:`_between_arm_claim`). Working scale: the log ratio (delta
+    method), as for rate and hazard claims.
+  - ``within_arm`` (descriptive: includes the control arm's own change): the percent reduction
+    of mean NRS from baseline in the intervention arm (see :func:`_pain_claim`).
 
 **The verdict rule** (:func:`verdict`; written in the README and the report's methods, tested on
 constructed cases and public data). With ``c`` the claimed reduction, ``m`` the equivalence
@@ -37,7 +45,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +53,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from recurstudy.contract import arm_labels, intervention_term
+from recurstudy.contract import ARM, arm_labels, intervention_term
 
 VERDICTS = (
     "supported",
@@ -198,10 +206,35 @@ def _ratio_claim(row: pd.Series, claimed: float) -> dict[str, Any]:
     }
 
 
+PAIN_CONTRASTS = ("between_arm", "within_arm")
+
+
+def _between_arm_claim(ba: pd.DataFrame, week: int, claimed: float) -> dict[str, Any]:
+    """Between-arm reduction of mean NRS at `week`, ``1 - mean_I / mean_C``, from the cLDA row of
+    the pain model's ``between_arm`` table: working scale the log ratio with its delta-method
+    SE (model-based, lme4's vcov)."""
+    row = ba[(ba["method"] == "cLDA") & (ba["week"] == week)]
+    if row.empty:
+        raise KeyError(f"no between-arm contrast at week {week}")
+    r = row.iloc[0]
+    if str(r["converged"]).lower() not in ("true", "1", "1.0"):
+        raise KeyError(f"the cLDA did not converge ({r['message']})")
+    x, se = float(r["log_ratio"]), float(r["se_log_ratio"])
+    z_claim = (x - math.log(1.0 - claimed)) / se if claimed < 1 and se > 0 else float("nan")
+    return {
+        "scale": "log_ratio",
+        "x": x,
+        "se": se,
+        "interval": "Wald on the log ratio, delta method, model-based SE (cLDA)",
+        "p_value_no_effect": float(r["p_value"]),
+        "p_value_claimed": _two_sided(z_claim),
+    }
+
+
 def _pain_claim(pc: pd.DataFrame, arm: str, week: int, claimed: float) -> dict[str, Any]:
     """Within-arm percent reduction of mean NRS from baseline (descriptive: it includes the
     control arm's own change), from the pain model's ``percent_change`` table."""
-    row = pc[(pc["arm"].astype(str) == arm) & (pc["week"] == week)]
+    row = pc[(pc[ARM].astype(str) == arm) & (pc["week"] == week)]
     if row.empty:
         raise KeyError(f"no percent change for arm {arm} at week {week}")
     r = row.iloc[0]
@@ -239,7 +272,8 @@ def evaluate_claim(
         "metric": metric,
         "model": model,
         "primary": bool(claim.get("primary", False)),
-        "contrast": claim.get("contrast", "within_arm") if metric == "pain_reduction" else "",
+        # pain claims: between_arm (default) or within_arm; rate and hazard claims: empty
+        "contrast": (claim.get("contrast") or "between_arm") if metric == "pain_reduction" else "",
         "claimed": claimed,
         "margin": margin,
     }
@@ -254,11 +288,18 @@ def evaluate_claim(
         why = f"model {model} gave no estimate" + (f" ({msg})" if msg and msg != "nan" else "")
     elif metric == "pain_reduction":
         week = int(claim.get("week", 6))
-        path = Path(models_dir) / model / "percent_change.csv"
+        contrast = out["contrast"]
         try:
-            values = _pain_claim(pd.read_csv(path), arm_labels(config)[1], week, claimed)
+            if contrast == "between_arm":
+                ba = pd.read_csv(Path(models_dir) / model / "between_arm.csv")
+                values = _between_arm_claim(ba, week, claimed)
+            elif contrast == "within_arm":
+                pc = pd.read_csv(Path(models_dir) / model / "percent_change.csv")
+                values = _pain_claim(pc, arm_labels(config)[1], week, claimed)
+            else:
+                raise KeyError(f"contrast must be one of {', '.join(PAIN_CONTRASTS)}")
         except (OSError, KeyError) as exc:
-            why = f"no percent change from the pain model: {exc}"
+            why = f"no {contrast.replace('_', '-')} contrast from the pain model: {exc}"
     else:
         values = _ratio_claim(rows.iloc[0], claimed)
     if values and not (math.isfinite(values["x"]) and values["se"] > 0):
@@ -278,7 +319,7 @@ def evaluate_claim(
     return out
 
 
-def adjust_p_values(p: list[float], method: str) -> list[float]:
+def adjust_p_values(p: Sequence[float | None], method: str) -> list[float]:
     """Adjusted p-values in the declared order (the primary first): ``fixed_sequence`` (each is
     the largest p up to it: a claim is tested only when those before it were rejected) or
     ``holm`` (Holm's step-down). Missing p-values stay missing and do not stop the sequence
@@ -321,12 +362,13 @@ def evaluate_claims(
     TOST p-values, and the verdicts (secondary claims judged on their adjusted p)."""
     method = str(config.get("multiplicity") or "holm")
     rows = [evaluate_claim(c, estimates, models_dir, config) for c in ordered_claims(config)]
-    p = [r.get("p_value_tost") for r in rows]
+    p: list[float | None] = [r.get("p_value_tost") for r in rows]
     if method == "holm" and len(rows) > 1:
         # The primary is tested at alpha; it gates the secondary family, Holm-corrected within.
         gate = adjust_p_values(p[:1], "fixed_sequence")[0]
         holm = adjust_p_values(p[1:], "holm")
-        adjusted = [p[0], *(max(h, gate) if math.isfinite(h) else h for h in holm)]
+        first = float("nan") if p[0] is None else float(p[0])
+        adjusted = [first, *(max(h, gate) if math.isfinite(h) else h for h in holm)]
     else:
         adjusted = adjust_p_values(p, "fixed_sequence")
     for row, p_adj in zip(rows, adjusted, strict=True):

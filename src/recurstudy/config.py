@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from recurstudy import contract
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
@@ -18,22 +20,8 @@ class ConfigError(Exception):
     """The configuration file is missing or does not match config/schema.yaml."""
 
 
-# Columns that the contract or the derived datasets define: a covariate may not take these names
-# (it would be overwritten by, or collide with, a derived column).
-RESERVED_COLUMNS = (
-    "participant_id",
-    "arm",
-    "enrolled_on",
-    "followup_end",
-    "episode",
-    "start",
-    "stop",
-    "gap",
-    "event",
-    "time",
-    "n_episodes",
-    "exposure_days",
-)
+# Columns that the contract or the derived datasets define (a covariate may not take these names).
+RESERVED_COLUMNS = contract.RESERVED_COLUMNS
 
 
 def schema() -> dict[str, Any]:
@@ -150,13 +138,26 @@ def _model_and_claim_errors(config: dict[str, Any]) -> list[str]:
     """Every model kind exists with valid options, names are unique, and each claim reads a
     configured model that can serve its metric."""
     from recurstudy.claims import DEFAULT_MODEL
+    from recurstudy.formula import FormulaError, check_formula
     from recurstudy.models import get_model, model_specs
 
+    lines = []
+    names = ["arm", *config.get("covariates", {})]
+    for i, entry in enumerate(config.get("models") or []):
+        formulas = [("formula", entry.get("formula", "arm"))]
+        if "inflation" in (entry.get("options") or {}):
+            formulas.append(("options.inflation", entry["options"]["inflation"]))
+        for key, text in formulas:
+            try:
+                check_formula(str(text), names)
+            except FormulaError as exc:
+                lines.append(f"models[{i}] ('{entry.get('name')}').{key}: {exc}")
+    if lines:
+        return lines
     try:
         specs = {spec.name: spec for spec in model_specs(config)}
     except (KeyError, ValueError) as exc:
         return [f"models: {exc.args[0]}"]
-    lines = []
     for i, claim in enumerate(config.get("claims", [])):
         model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
         where = f"claims[{i}] ('{claim['id']}')"

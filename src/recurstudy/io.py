@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recurstudy.contract import NON_EMPTY_TABLES
+
 ROW_COLUMN = "_row"
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
-# Tables that must have at least one data row (a cohort may have no episodes or pain scores).
-NON_EMPTY_TABLES = ("participants",)
 
 _WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")
 

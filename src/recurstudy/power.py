@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recurstudy.contract import ARM, arm_labels
 from recurstudy.derive import derive_all
 from recurstudy.models import fit_spec, get_model, model_specs
 from recurstudy.simulate import SimulationParams, simulate_cohort
@@ -54,9 +55,9 @@ def design_from_data(
     """Simulation parameters that mirror the observed study (covariate effects set to zero)."""
     import statsmodels.api as sm
 
-    arms = config.get("arms", {"control": "control", "intervention": "intervention"})
-    cohort = cohort_design(participants, arms)
-    ctrl = counts[(counts["arm"].astype(str) == arms["control"]) & (counts["exposure_days"] > 0)]
+    control, intervention = arm_labels(config)
+    cohort = cohort_design(participants, {"control": control, "intervention": intervention})
+    ctrl = counts[(counts[ARM].astype(str) == control) & (counts["exposure_days"] > 0)]
     y = ctrl["n_episodes"].to_numpy(float)
     expo = ctrl["exposure_days"].to_numpy(float)
     rate = float(y.sum() / expo.sum()) if expo.sum() > 0 else float("nan")
@@ -74,7 +75,7 @@ def cohort_design(participants: pd.DataFrame, arms: dict[str, str]) -> dict[str,
     """Size, allocation and follow-up of the observed study (what pain replicates need too)."""
     fu = (participants["followup_end"] - participants["enrolled_on"]).dt.days.to_numpy()
     planned = int(fu.max()) if fu.size else 0
-    treated = participants["arm"].astype(str) == arms["intervention"]
+    treated = participants[ARM].astype(str) == arms["intervention"]
     # Follow-up is drawn from the observed distribution (its percentiles: aggregates only), which
     # reproduces staggered entry as well as dropout.
     sample = np.round(np.percentile(fu, np.arange(101))).astype(int).tolist() if fu.size else []
@@ -142,7 +143,7 @@ def power_inputs(claim: dict[str, Any], config: dict[str, Any]) -> dict[str, Any
     from recurstudy.claims import DEFAULT_MODEL
 
     model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
-    spec = replace({s.name: s for s in model_specs(config)}[model], formula="arm")
+    spec = replace({s.name: s for s in model_specs(config)}[model], formula=ARM)
     derive_keys = ("arms", "exclude_episode_time", "washout_days")
     return {
         "claimed": float(claim["claimed"]),
@@ -447,7 +448,7 @@ def pain_power_inputs(claim: dict[str, Any], config: dict[str, Any]) -> dict[str
     from recurstudy.claims import DEFAULT_MODEL
 
     model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
-    spec = replace({s.name: s for s in model_specs(config)}[model], formula="arm")
+    spec = replace({s.name: s for s in model_specs(config)}[model], formula=ARM)
     return {
         "claimed": float(claim["claimed"]),
         "week": int(claim.get("week", 6)),
@@ -580,7 +581,7 @@ def simulate_pain_cohort(
     participants = pd.DataFrame(
         {
             "participant_id": ids,
-            "arm": np.asarray([arms["control"], arms["intervention"]])[arm],
+            ARM: np.asarray([arms["control"], arms["intervention"]])[arm],
             "enrolled_on": start,
             "followup_end": start + pd.to_timedelta(fu, unit="D"),
         }

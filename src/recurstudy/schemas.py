@@ -21,24 +21,30 @@ wrong with it (``missing value``, ``not a date (YYYY-MM-DD)``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-TABLES = ("participants", "episodes", "pain_scores")
-ID = "participant_id"
-DEFAULT_ARMS = {"control": "control", "intervention": "intervention"}
-END_REASONS = ("completed", "withdrawn", "lost_to_followup")
-COVARIATE_TYPES = ("numeric", "integer", "categorical", "boolean")
+from recurstudy.contract import FILLED_WHEN_ABSENT as _FILLED_WHEN_ABSENT
+from recurstudy.contract import (
+    ID,
+    LINK_RULES,
+    ROW_RULES,
+    ColumnSpec,
+    Compare,
+    LinkRule,
+    OneOf,
+    Range,
+    Unique,
+    arm_labels,
+    column_specs,
+)
 
 # Check names used outside the schemas (table-level failures).
 CHECK_PRESENT = "column present"
 CHECK_READABLE = "readable"
-CHECK_MISSING = "missing value"
-CHECK_MISSING_ADJUST = "missing value (covariate in adjust_for)"
 CHECK_DATE = "not a date (YYYY-MM-DD)"
 CHECK_NUMBER = "not a number"
 CHECK_INTEGER = "not an integer"
@@ -64,78 +70,6 @@ _BOOLEAN_WORDS = {
     "0": False,
 }
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One column of the contract: its type and what is required of it."""
-
-    name: str
-    kind: str  # "string" | "date" | "number" | "integer" | "boolean"
-    required: bool = False  # the column must be present
-    not_missing: bool = False  # every value must be present
-    missing_check: str = CHECK_MISSING
-
-
-def arm_labels(config: Mapping[str, Any]) -> tuple[str, str]:
-    """The (control, intervention) labels of the ``arm`` column."""
-    arms = {**DEFAULT_ARMS, **(config.get("arms") or {})}
-    return str(arms["control"]), str(arms["intervention"])
-
-
-def _covariate_kind(kind: str) -> str:
-    return {"numeric": "number", "integer": "integer", "boolean": "boolean"}.get(kind, "string")
-
-
-def column_specs(table: str, config: Mapping[str, Any]) -> dict[str, ColumnSpec]:
-    """The contract's columns of `table`, including the covariates declared in the config."""
-    if table == "participants":
-        specs = {
-            ID: ColumnSpec(ID, "string", required=True, not_missing=True),
-            "arm": ColumnSpec("arm", "string", required=True, not_missing=True),
-            "enrolled_on": ColumnSpec("enrolled_on", "date", required=True, not_missing=True),
-            "followup_end": ColumnSpec("followup_end", "date", required=True, not_missing=True),
-            "site": ColumnSpec("site", "string"),
-            "end_reason": ColumnSpec("end_reason", "string"),
-            "age": ColumnSpec("age", "number"),
-            "sex": ColumnSpec("sex", "string"),
-            "baseline_pain": ColumnSpec("baseline_pain", "number"),
-            "prior_episodes": ColumnSpec("prior_episodes", "integer"),
-        }
-        covariates = dict(config.get("covariates") or {})
-        adjust = [str(c) for c in (config.get("adjust_for") or [])]
-        for name in [*covariates, *[a for a in adjust if a not in covariates]]:
-            if name in (ID, "arm", "enrolled_on", "followup_end"):
-                continue
-            own = specs.get(name)
-            kind = own.kind if own is not None else "string"
-            if name in covariates:
-                declared = _covariate_kind(str(covariates[name]))
-                # The contract's own type wins when stricter (prior_episodes stays an integer).
-                if own is None or not (own.kind == "integer" and declared == "number"):
-                    kind = declared
-            specs[name] = ColumnSpec(
-                name,
-                kind,
-                required=True,
-                not_missing=name in adjust,
-                missing_check=CHECK_MISSING_ADJUST if name in adjust else CHECK_MISSING,
-            )
-        return specs
-    if table == "episodes":
-        return {
-            ID: ColumnSpec(ID, "string", required=True, not_missing=True),
-            "onset_on": ColumnSpec("onset_on", "date", required=True, not_missing=True),
-            "resolved_on": ColumnSpec("resolved_on", "date"),
-            "severity": ColumnSpec("severity", "number"),
-        }
-    if table == "pain_scores":
-        return {
-            ID: ColumnSpec(ID, "string", required=True, not_missing=True),
-            "assessed_on": ColumnSpec("assessed_on", "date", required=True, not_missing=True),
-            "nrs": ColumnSpec("nrs", "number", required=True, not_missing=True),
-        }
-    raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -275,7 +209,7 @@ def coerce_table(
         if spec.name in out.columns:
             parsed = (cache or {}).get(spec.name)
             out[spec.name] = PARSERS[spec.kind](raw[spec.name]) if parsed is None else parsed
-        elif spec.required or (table == "episodes" and spec.name == "resolved_on"):
+        elif spec.required or spec.name in _FILLED_WHEN_ABSENT.get(table, ()):
             empty = pd.Series(np.nan, index=out.index, dtype=object)
             out[spec.name] = PARSERS[spec.kind](empty)
     return out
@@ -347,36 +281,32 @@ def _unique_check(frame: pd.DataFrame, keys: list[str], col: str) -> pa.Check:
     return pa.Check(check, name=label, ignore_na=False)
 
 
+def _rule_check(rule: object, typed: pd.DataFrame, config: Mapping[str, Any]) -> pa.Check:
+    """The pandera check of one row rule declared in :data:`recurstudy.contract.ROW_RULES`."""
+    if isinstance(rule, Range):
+        return _range_check(rule.column, rule.low, rule.high)
+    if isinstance(rule, OneOf):
+        allowed = arm_labels(config) if rule.allowed is None else rule.allowed
+        return _in_check(rule.column, tuple(allowed))
+    if isinstance(rule, Compare):
+        return _compare_check(typed, rule.column, rule.op, rule.other)
+    if isinstance(rule, Unique):
+        return _unique_check(typed, list(rule.keys), rule.column)
+    raise TypeError(f"unknown row rule {rule!r}")
+
+
 def rules_schema(table: str, config: Mapping[str, Any], typed: pd.DataFrame) -> pa.DataFrameSchema:
     """Schema of the typed `table` (from :func:`coerce_table`): ranges, labels, row rules.
 
     Comparisons between columns and uniqueness of key pairs are attached to the column they
     are reported on and read the other columns of `typed`, the frame to validate.
     """
-    checks: dict[str, list[pa.Check]] = {}
-
-    def add(col: str, check: pa.Check) -> None:
-        if col in typed.columns:
-            checks.setdefault(col, []).append(check)
-
-    if table == "participants":
-        add(ID, _unique_check(typed, [ID], ID))
-        add("arm", _in_check("arm", arm_labels(config)))
-        add("followup_end", _compare_check(typed, "followup_end", ">=", "enrolled_on"))
-        add("end_reason", _in_check("end_reason", END_REASONS))
-        add("age", _range_check("age", 16, 100))
-        add("baseline_pain", _range_check("baseline_pain", 0, 10))
-        add("prior_episodes", _range_check("prior_episodes", 0, None))
-    elif table == "episodes":
-        add("onset_on", _unique_check(typed, [ID, "onset_on"], "onset_on"))
-        if "resolved_on" in typed.columns:
-            add("resolved_on", _compare_check(typed, "resolved_on", ">=", "onset_on"))
-        add("severity", _range_check("severity", 0, 10))
-    elif table == "pain_scores":
-        add("assessed_on", _unique_check(typed, [ID, "assessed_on"], "assessed_on"))
-        add("nrs", _range_check("nrs", 0, 10))
-    else:
+    if table not in ROW_RULES:
         raise ValueError(f"unknown table {table!r}")
+    checks: dict[str, list[pa.Check]] = {}
+    for rule in ROW_RULES[table]:
+        if rule.column in typed.columns:
+            checks.setdefault(rule.column, []).append(_rule_check(rule, typed, config))
     columns = {
         col: pa.Column(None, checks=cs, nullable=True, required=False, coerce=False)
         for col, cs in checks.items()
@@ -386,25 +316,37 @@ def rules_schema(table: str, config: Mapping[str, Any], typed: pd.DataFrame) -> 
 
 # ------------------------------------------------------------------------ pass 3: across tables
 
-LINK_RULES = {
-    "episodes": ("onset_on", ">", "<="),
-    "pain_scores": ("assessed_on", ">=", "<="),
-}
 
-
-def link_frame(child: pd.DataFrame, table: str, participants: pd.DataFrame) -> pd.DataFrame:
-    """`child`'s id and date with its participant's enrolment and follow-up end (same index).
+def link_frame(
+    child: pd.DataFrame,
+    table: str,
+    participants: pd.DataFrame,
+    raw: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """`child`'s id and date (and the end of its span, if the link rule has one) with its
+    participant's enrolment and follow-up end (same index).
 
     Adds ``_known`` (the id is in the participants table); for a repeated participant id the
-    first row's dates are used (the repeat is reported by the participants' rules).
+    first row's dates are used (the repeat is reported by the participants' rules). With `raw`
+    (the table as read), ``_end_given`` marks rows whose end of span was given, even if it does
+    not parse (that is reported by the parse check, not again here).
     """
-    date_col = LINK_RULES[table][0]
+    rule = LINK_RULES[table]
     bounds = participants[[ID, "enrolled_on", "followup_end"]]
     bounds = bounds[bounds[ID].notna()].drop_duplicates(ID)
     pos = pd.Index(bounds[ID]).get_indexer(child[ID])  # one hash lookup per row; -1: unknown
     known = pos >= 0
     take = np.where(known, pos, 0)
-    out = pd.DataFrame({ID: child[ID], date_col: child[date_col]}, index=child.index)
+    out = pd.DataFrame({ID: child[ID], rule.date: child[rule.date]}, index=child.index)
+    if rule.under_way is not None:
+        if rule.under_way in child.columns:
+            out[rule.under_way] = child[rule.under_way]
+        else:
+            out[rule.under_way] = pd.Series(pd.NaT, index=child.index, dtype="datetime64[ns]")
+        given = raw[rule.under_way] if raw is not None and rule.under_way in raw else None
+        out["_end_given"] = (
+            given.notna().to_numpy() if given is not None else out[rule.under_way].notna()
+        )
     out["_known"] = known
     for col in ("enrolled_on", "followup_end"):
         values = bounds[col].to_numpy(dtype="datetime64[ns]")
@@ -413,19 +355,39 @@ def link_frame(child: pd.DataFrame, table: str, participants: pd.DataFrame) -> p
     return out
 
 
+def _under_way_check(linked: pd.DataFrame, rule: LinkRule) -> pa.Check:
+    """``date > enrolled_on or <under_way> > enrolled_on``: the row starts after enrolment or is
+    still under way at enrolment. A row starting on or before enrolment without an end (an
+    unresolved episode) fails: it would leave the participant no time at risk, and is more
+    likely a wrong date. Rows with a missing date or enrolment, or an end that does not parse,
+    pass (reported by their own checks)."""
+    end = rule.under_way
+
+    def check(s: pd.Series) -> pd.Series:
+        enrolled = _aligned(linked["enrolled_on"], s.index)
+        until = _aligned(linked[end], s.index)
+        unparsed = until.isna() & _aligned(linked["_end_given"], s.index)
+        return (s > enrolled) | (until > enrolled) | unparsed | s.isna() | enrolled.isna()
+
+    name = f"{rule.date} {rule.low_op} enrolled_on or {end} {rule.low_op} enrolled_on"
+    return pa.Check(check, name=name, ignore_na=False)
+
+
 def link_schema(table: str, linked: pd.DataFrame) -> pa.DataFrameSchema:
-    """Schema of :func:`link_frame`'s output: known participant, date within follow-up."""
-    date_col, low_op, high_op = LINK_RULES[table]
+    """Schema of :func:`link_frame`'s output: known participant, date within follow-up (or, for
+    a rule with ``under_way``, a span still under way at enrolment)."""
+    rule = LINK_RULES[table]
     known = pa.Check(lambda s: _aligned(linked["_known"], s.index), name=CHECK_KNOWN)
+    if rule.under_way is not None:
+        low = _under_way_check(linked, rule)
+    else:
+        low = _compare_check(linked, rule.date, rule.low_op, "enrolled_on")
     return pa.DataFrameSchema(
         {
             ID: pa.Column(None, checks=[known], nullable=True, coerce=False),
-            date_col: pa.Column(
+            rule.date: pa.Column(
                 None,
-                checks=[
-                    _compare_check(linked, date_col, low_op, "enrolled_on"),
-                    _compare_check(linked, date_col, high_op, "followup_end"),
-                ],
+                checks=[low, _compare_check(linked, rule.date, rule.high_op, "followup_end")],
                 nullable=True,
                 coerce=False,
             ),

@@ -21,8 +21,18 @@ import pandas as pd
 from scipy import stats
 
 from recurstudy.claims import e_value
-from recurstudy.contract import arm_labels, intervention_term
+from recurstudy.contract import ARM, arm_labels, intervention_term
 from recurstudy.models.base import design
+
+__all__ = [
+    "adjusted_pairs",
+    "control_risk",
+    "crude_vs_adjusted",
+    "e_value_row",
+    "forest",
+    "intervention_term",
+    "iptw",
+]
 
 COMMON_OUTCOME = 0.15  # control-arm risk above which a hazard ratio is not a risk ratio
 
@@ -129,7 +139,7 @@ def forest(
 
 def control_risk(counts: pd.DataFrame, config: dict[str, Any]) -> float | None:
     """The control arm's proportion of participants with at least one episode."""
-    control = counts[counts["arm"].astype(str) == arm_labels(config)[0]]
+    control = counts[counts[ARM].astype(str) == arm_labels(config)[0]]
     return float((control["n_episodes"] > 0).mean()) if len(control) else None
 
 
@@ -190,7 +200,7 @@ def iptw(counts: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, pd
     covs = list(config.get("adjust_for", []))
     term = intervention_term(config)
     df = counts[counts["exposure_days"] > 0].reset_index(drop=True)
-    treated = (df["arm"].astype(str) == config["arms"]["intervention"]).to_numpy()
+    treated = (df[ARM].astype(str) == arm_labels(config)[1]).to_numpy()
     if not covs:
         raise ValueError("IPTW needs covariates under adjust_for")
     Z, names = design(" + ".join(covs), df, intercept=True)

@@ -34,7 +34,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recurstudy.contract import ARM, DEFAULT_ARMS, ID, TABLES
+
 EPOCH = np.datetime64("2025-01-06")
+# Pain-score generative constants (NRS points): baseline ~ N(mean, sd) rounded to 0..10; after
+# baseline, participant random intercept and slope (per sqrt(week)) and visit noise.
+PAIN_BASELINE_MEAN = 5.5
+PAIN_BASELINE_SD = 1.8
+PAIN_INTERCEPT_SD = 0.6
+PAIN_SLOPE_SD = 0.15
+PAIN_NOISE_SD = 0.7
 
 
 @dataclass
@@ -57,7 +66,8 @@ class SimulationParams:
     pain_reduction: dict[str, float] = field(
         default_factory=lambda: {"control": 0.30, "intervention": 0.82}
     )
-    arms: tuple[str, str] = ("control", "intervention")  # labels written in the arm column
+    # labels written in the arm column
+    arms: tuple[str, str] = (DEFAULT_ARMS["control"], DEFAULT_ARMS["intervention"])
     allocation: float = 0.5  # fraction allocated to the intervention
     # Follow-up lengths (days) to draw from instead of followup_days/dropout, e.g. an observed
     # study's percentiles (staggered entry: everyone followed to a common calendar date).
@@ -112,7 +122,8 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     enrol = rng.integers(0, p.enrol_window_days, n)
     age = np.clip(np.round(rng.normal(26.0, 6.0, n)), 16, 60).astype(int)
     sex = np.where(rng.random(n) < 0.45, "F", "M")
-    baseline_pain = np.clip(np.round(rng.normal(5.5, 1.8, n)), 0, 10).astype(int)
+    baseline_pain = rng.normal(PAIN_BASELINE_MEAN, PAIN_BASELINE_SD, n)
+    baseline_pain = np.clip(np.round(baseline_pain), 0, 10).astype(int)
     prior = rng.poisson(1.5, n)
 
     leaves = rng.random(n) < p.dropout
@@ -176,8 +187,8 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     enrol_date = EPOCH + enrol * day
     participants = pd.DataFrame(
         {
-            "participant_id": ids,
-            "arm": np.asarray(p.arms)[arm],
+            ID: ids,
+            ARM: np.asarray(p.arms)[arm],
             "enrolled_on": enrol_date,
             "followup_end": enrol_date + fu_days * day,
             "site": np.char.add("site_", np.asarray(list("ABCD"))[rng.integers(0, 4, n)]),
@@ -191,7 +202,7 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     resolved = pd.Series(enrol_date[pid_idx] + res * day).where(~unresolved)
     episodes = pd.DataFrame(
         {
-            "participant_id": ids[pid_idx],
+            ID: ids[pid_idx],
             "onset_on": enrol_date[pid_idx] + on * day,
             "resolved_on": resolved.to_numpy(),
             "severity": severity,
@@ -203,11 +214,11 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     vdays = weeks * 7
     # keyed by role (control / intervention), whatever the arms' labels
     red = np.where(arm == 1, p.pain_reduction["intervention"], p.pain_reduction["control"])
-    ri = rng.normal(0.0, 0.6, n)
-    rs = rng.normal(0.0, 0.15, n)
+    ri = rng.normal(0.0, PAIN_INTERCEPT_SD, n)
+    rs = rng.normal(0.0, PAIN_SLOPE_SD, n)
     frac = np.minimum(weeks / 6.0, 1.0)
     mean = baseline_pain[:, None] * (1.0 - red[:, None] * frac[None, :])
-    noise = rng.normal(0.0, 0.7, (n, weeks.size))
+    noise = rng.normal(0.0, PAIN_NOISE_SD, (n, weeks.size))
     nrs = mean + (ri[:, None] + rs[:, None] * np.sqrt(weeks)[None, :]) * (weeks > 0) + noise
     nrs[:, 0] = baseline_pain  # week 0 is the baseline assessment itself
     nrs = np.clip(np.round(nrs), 0, 10).astype(int)
@@ -215,12 +226,43 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     pi, vi = np.nonzero(seen)
     pain_scores = pd.DataFrame(
         {
-            "participant_id": ids[pi],
+            ID: ids[pi],
             "assessed_on": enrol_date[pi] + vdays[vi] * day,
             "nrs": nrs[pi, vi],
         }
     )
-    return {"participants": participants, "episodes": episodes, "pain_scores": pain_scores}
+    return dict(zip(TABLES, (participants, episodes, pain_scores), strict=True))
+
+
+def _rounded_clipped_mean(mu: np.ndarray, sd: float) -> np.ndarray:
+    """E[clip(round(X), 0, 10)] for X ~ N(mu, sd^2), exactly (rounding ties have probability 0)."""
+    from scipy import stats
+
+    mu = np.asarray(mu, dtype=float)[..., None]
+    k = np.arange(11.0)
+    upper = np.where(k < 10, stats.norm.cdf((k + 0.5 - mu) / sd), 1.0)
+    lower = np.where(k > 0, stats.norm.cdf((k - 0.5 - mu) / sd), 0.0)
+    return np.sum(k * (upper - lower), axis=-1)
+
+
+def expected_pain(params: SimulationParams, role: str, week: float) -> float:
+    """The true mean NRS of arm `role` (``control`` / ``intervention``) at `week`, on the scale
+    the data are recorded (rounded and clipped to 0..10), under the generative model above: the
+    quantity that a between-arm ratio of mean NRS estimates (``1 - expected_pain(p,
+    "intervention", w) / expected_pain(p, "control", w)``). Computed exactly: a sum over the
+    baseline's 11 values and the rounded score's 11 values of normal probabilities."""
+    k = np.arange(11.0)
+    z_hi = np.where(k < 10, (k + 0.5 - PAIN_BASELINE_MEAN) / PAIN_BASELINE_SD, np.inf)
+    z_lo = np.where(k > 0, (k - 0.5 - PAIN_BASELINE_MEAN) / PAIN_BASELINE_SD, -np.inf)
+    from scipy import stats
+
+    p_base = stats.norm.cdf(z_hi) - stats.norm.cdf(z_lo)
+    if week <= 0:
+        return float(np.sum(k * p_base))
+    frac = min(week / 6.0, 1.0)
+    mu = k * (1.0 - params.pain_reduction[role] * frac)
+    sd = float(np.sqrt(PAIN_INTERCEPT_SD**2 + PAIN_SLOPE_SD**2 * week + PAIN_NOISE_SD**2))
+    return float(np.sum(p_base * _rounded_clipped_mean(mu, sd)))
 
 
 def truth(params: SimulationParams) -> dict:

@@ -22,12 +22,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recurstudy.contract import (
+    ARM,
+    DEFAULT_ARMS,
+    ID,
+    LINK_RULES,
+    SORT_KEYS,
+    TABLES,
+    arm_labels,
+    natural_sorted,
+)
 from recurstudy.io import ROW_COLUMN, InputError, read_table
 from recurstudy.schemas import (
     CHECK_READABLE,
-    ID,
-    TABLES,
-    arm_labels,
     coerce_table,
     failure_frame,
     input_schema,
@@ -37,12 +44,7 @@ from recurstudy.schemas import (
 )
 
 FAILURE_COLUMNS = ["table", "file", "row", "column", "check", "value"]
-EXCLUDED_COLUMNS = ["participant_id", "table", "rows", "reasons"]
-SORT_KEYS = {
-    "participants": [ID],
-    "episodes": [ID, "onset_on"],
-    "pain_scores": [ID, "assessed_on"],
-}
+EXCLUDED_COLUMNS = [ID, "table", "rows", "reasons"]
 REPORT_JSON_FAILURES = 1000
 REPORT_MD_EXAMPLES = 20
 
@@ -179,9 +181,9 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
 
     linked_ok: dict[str, np.ndarray] = {}
     if "participants" in typed and ID in raws["participants"].columns:
-        for table in ("episodes", "pain_scores"):
+        for table in LINK_RULES:
             if table in typed:
-                linked = link_frame(typed[table], table, typed["participants"])
+                linked = link_frame(typed[table], table, typed["participants"], raws[table])
                 linked_ok[table] = linked["_known"].to_numpy()
                 found = failure_frame(link_schema(table, linked), linked)
                 if len(found):
@@ -206,7 +208,7 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
     else:
         ok = not table_level and flow["participants"]["analysed"] > 0
     if not ok:  # the run stops here: nothing is analysed, whatever the tables hold
-        for table in ("participants", "episodes", "pain_scores"):
+        for table in TABLES:
             flow[table]["analysed"] = 0
         flow["participants"]["analysed_by_arm"] = dict.fromkeys(
             flow["participants"]["analysed_by_arm"], 0
@@ -232,14 +234,14 @@ def _exclusions(
     pid = pd.Series(np.nan, index=f.index, dtype=object)
     for table, sub in f.groupby("table", sort=False):
         pid.loc[sub.index] = typed[table][ID].to_numpy()[sub["_index"].to_numpy()]
-    f["participant_id"] = pid
+    f[ID] = pid
     known_ids = (
         pd.Index(typed["participants"][ID].dropna().unique())
         if "participants" in typed
         else pd.Index([], dtype=object)
     )
-    f["_known"] = f["participant_id"].isin(known_ids) & f["participant_id"].notna()
-    bad_ids = pd.Index(f.loc[f["_known"], "participant_id"].unique())
+    f["_known"] = f[ID].isin(known_ids) & f[ID].notna()
+    bad_ids = pd.Index(f.loc[f["_known"], ID].unique())
 
     removed: dict[str, np.ndarray] = {}
     for table, df in typed.items():
@@ -263,18 +265,18 @@ def _exclusions(
     known = f[f["_known"]]
     lines = []
     if len(known):
-        lines.append(summarise(known.groupby("participant_id", sort=True)))
+        lines.append(summarise(known.groupby(ID, sort=True)))
     other = f[~f["_known"]].copy()
     if len(other):
-        other["participant_id"] = other["participant_id"].fillna("").astype(str)
-        per = summarise(other.groupby(["_t", "participant_id"], sort=True)).drop(columns="_t")
+        other[ID] = other[ID].fillna("").astype(str)
+        per = summarise(other.groupby(["_t", ID], sort=True)).drop(columns="_t")
         lines.append(per)
     excluded = (
         pd.concat(lines, ignore_index=True)[EXCLUDED_COLUMNS]
         if lines
         else pd.DataFrame({c: pd.Series(dtype=object) for c in EXCLUDED_COLUMNS})
     )
-    pairs = known[["participant_id", "_reason"]].drop_duplicates()
+    pairs = known[[ID, "_reason"]].drop_duplicates()
     reasons = {str(k): int(v) for k, v in sorted(pairs["_reason"].value_counts().items())}
     return removed, excluded, reasons
 
@@ -306,7 +308,7 @@ def _flow(
     }
     p = typed.get("participants")
     if p is not None:
-        roles = p["arm"].map({control: "control", intervention: "intervention"}).fillna("other")
+        roles = p[ARM].map({control: "control", intervention: "intervention"}).fillna("other")
         gone = removed["participants"]
         ex_by_arm = _by_arm(roles, gone)
         an_by_arm = _by_arm(roles, ~gone)
@@ -323,7 +325,7 @@ def _flow(
         "analysed": int((~gone).sum()),
         "analysed_by_arm": an_by_arm,
     }
-    for table in ("episodes", "pain_scores"):
+    for table in LINK_RULES:
         df = typed.get(table)
         if df is None:
             flow[table] = {"received": 0, "excluded": 0, "analysed": 0}
@@ -459,7 +461,7 @@ def _markdown(outcome: ValidationOutcome, counts: pd.DataFrame, flow: dict) -> s
         for reason, k in fp["excluded_by_reason"].items():
             lines.append(f"- {_md_cell(reason, 200)}: {k}")
     lines += ["", "| rows | received | excluded | analysed |", "|---|---:|---:|---:|"]
-    for table in ("episodes", "pain_scores"):
+    for table in LINK_RULES:
         t = flow[table]
         lines.append(f"| {table} | {t['received']} | {t['excluded']} | {t['analysed']} |")
     return "\n".join(lines) + "\n"
@@ -540,11 +542,32 @@ def _load_config(config_path: str) -> dict:
 
     with open(config_path, encoding="utf-8") as fh:  # pragma: no cover
         config = yaml.safe_load(fh) or {}
-    config.setdefault("arms", {"control": "control", "intervention": "intervention"})
+    config.setdefault("arms", dict(DEFAULT_ARMS))
     config.setdefault("covariates", {})
     config.setdefault("adjust_for", [])
     config.setdefault("on_invalid", "fail")
     return config  # pragma: no cover
+
+
+def arm_label_hint(outcome: ValidationOutcome) -> str:
+    """When no row of the participants' arm column holds a configured label, the labels found
+    and the ``arms:`` line to write ('' otherwise)."""
+    f = outcome.failures
+    bad = f[
+        (f["table"] == "participants")
+        & (f["column"] == ARM)
+        & f["check"].str.startswith(f"{ARM} in {{")
+    ]
+    n_rows = outcome.flow.get("participants", {}).get("received", 0) if outcome.flow else 0
+    if bad.empty or len(bad) < n_rows:
+        return ""
+    found = natural_sorted(bad["value"].astype(str).unique())
+    shown = ", ".join(repr(v) for v in found[:10]) + (", ..." if len(found) > 10 else "")
+    line = ""
+    if len(found) == 2:
+        line = f"\n  write in the config:  arms: {{control: {found[0]}, intervention: {found[1]}}}"
+        line += "  (swap them if the first is the intervention)"
+    return f"\n  no participant's arm is a configured label; the arm column holds {shown}{line}"
 
 
 def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
@@ -556,7 +579,8 @@ def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
             reason = "no participant left to analyse after exclusions"
             summary = _summary_line(outcome)
             return f"recurstudy: validation failed: {reason} ({summary}); see {report}"
-        return f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}"
+        hint = arm_label_hint(outcome)
+        return f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}{hint}"
     if len(outcome.excluded):
         n = outcome.flow["participants"]["excluded"]
         return (

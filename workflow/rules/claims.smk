@@ -37,8 +37,10 @@ rule power_chunk:
         "results/benchmarks/power/{claim}_{chunk}.tsv"
     conda:
         "../envs/recurstudy.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=20,
     params:
         inputs=power_claim_inputs,
         seed=POWER["seed"],
@@ -63,8 +65,10 @@ rule power_informative:
         "results/benchmarks/power/{claim}_informative_{chunk}.tsv"
     conda:
         "../envs/recurstudy.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=20,
     params:
         inputs=power_claim_inputs,
         seed=POWER["seed"],
@@ -89,8 +93,10 @@ rule power_grid:
         "results/benchmarks/power/{claim}_grid_{point}.tsv"
     conda:
         "../envs/recurstudy.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=20,
     params:
         inputs=power_grid_inputs,
         reduction=power_grid_reduction,
@@ -114,8 +120,10 @@ rule power_pain_chunk:
         "results/benchmarks/power/{claim}_pain_{chunk}.tsv"
     conda:
         "../envs/recurstudy.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=60,
     params:
         inputs=pain_claim_inputs,
         seed=POWER["seed"],

@@ -9,15 +9,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recurstudy import report as rp
+from recurstudy.provenance import build_manifest, dumps_json
 from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
 run_dir = Path(".")
 settings = load_settings(snakemake.params.settings, "report")
 configfiles = list(snakemake.params.configfiles)
-manifest = rp.build_manifest(run_dir, settings, configfiles, snakemake.params.workflow_dir)
-Path(snakemake.output.manifest).write_text(rp.dumps_json(manifest), encoding="utf-8")
+manifest = build_manifest(run_dir, settings, configfiles, snakemake.params.workflow_dir)
+Path(snakemake.output.manifest).write_text(dumps_json(manifest), encoding="utf-8")
 
 # Approximate wall time: from the oldest output of this run to now.
 mtimes = [os.path.getmtime(e["path"]) for e in manifest["outputs"]]

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import nbformat
 
-from recurstudy import report as rp
+from recurstudy.config import study_text
+from recurstudy.provenance import git_commit
+from recurstudy.report.render import execute_notebook, render_html
 from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
@@ -18,14 +20,15 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(mes
 out_html = Path(snakemake.output.html)
 out_nb = Path(snakemake.output.notebook)
 out_html.parent.mkdir(parents=True, exist_ok=True)
+config = dict(load_settings(snakemake.params.settings, "report"))
 parameters = {
-    "config": dict(load_settings(snakemake.params.settings, "report")),
-    "source_commit": rp.git_commit(snakemake.params.workflow_dir),
+    "config": config,
+    "source_commit": git_commit(snakemake.params.workflow_dir),
     "assets": str(out_html.parent),
 }
-nb, stderr = rp.execute_notebook(snakemake.params.notebook, parameters, ".")
+nb, stderr = execute_notebook(snakemake.params.notebook, parameters, ".")
 if stderr:
     logging.info("kernel stderr:\n%s", stderr)
 nbformat.write(nb, str(out_nb))
-out_html.write_text(rp.render_html(nb, title="recurstudy report"), encoding="utf-8")
+out_html.write_text(render_html(nb, title=study_text(config)["title"]), encoding="utf-8")
 logging.info("wrote %s and %s", out_html, out_nb)

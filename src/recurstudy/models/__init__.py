@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from recurstudy.config import schema_default
+from recurstudy.csvout import write_csv
 from recurstudy.models.base import (
     REGISTRY,
     TIDY_COLUMNS,
@@ -115,7 +116,7 @@ def fit_spec(spec: ModelSpec, data: dict[str, pd.DataFrame | None]) -> ModelResu
             warnings.simplefilter("ignore", category=FutureWarning)
             return model.fit(spec, **{d: data[d] for d in model.datasets})
     except NotEstimable as exc:  # the one error path: the reason becomes the failed row
-        return failed(spec, exc.reason, **exc.counts)
+        return exc.result(spec)
     except Exception as exc:  # the workflow goes on; the message says what went wrong
         log.exception("model %s failed", spec.name)
         return failed(spec, f"failed: {type(exc).__name__}: {exc}")
@@ -129,12 +130,6 @@ def write_result(result: ModelResult, csv: str | Path, extras_dir: str | Path) -
     write_csv(table, csv)
     for key, frame in sorted(result.extras.items()):
         write_csv(frame, extras_dir / f"{key}.csv")
-
-
-def write_csv(df: pd.DataFrame, path: str | Path) -> None:
-    """CSV with floats at 12 significant digits (stable across platforms), '\\n' line ends."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False, lineterminator="\n", float_format="%.12g")
 
 
 def stack_estimates(paths: list[str | Path]) -> pd.DataFrame:

@@ -355,6 +355,14 @@ class NotEstimable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.counts = counts
+        # tables still worth writing beside the failed row (e.g. the part that was estimable)
+        self.extras: dict[str, pd.DataFrame] = {}
+
+    def result(self, spec: ModelSpec) -> ModelResult:
+        """The failed row (with any extras) this error stands for."""
+        res = failed(spec, self.reason, **self.counts)
+        res.extras = self.extras
+        return res
 
 
 def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
@@ -381,7 +389,7 @@ def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
         try:
             return fit(spec, **data)
         except NotEstimable as exc:
-            return failed(spec, exc.reason, **exc.counts)
+            return exc.result(spec)
         except Exception as exc:  # a data problem we did not foresee is still a result
             return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
 
@@ -394,7 +402,10 @@ def design(formula: str, data: pd.DataFrame, *, intercept: bool) -> tuple[pd.Dat
     """
     from formulaic import model_matrix
 
+    from recurstudy.formula import check_formula
+
     rhs = formula.split("~", 1)[-1].strip() or "1"
+    check_formula(rhs)  # untrusted text: only the documented grammar reaches formulaic
     # Always code with an intercept (treatment contrasts: arm[T.intervention]) and drop it for
     # models without one (Cox), as R's coxph does.
     mm = model_matrix(rhs, data, na_action="drop")

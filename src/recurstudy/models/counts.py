@@ -49,6 +49,7 @@ from recurstudy.models.base import (
     register,
     tidy,
 )
+from recurstudy.models.variance import sandwich
 
 ID = "participant_id"
 Y = "n_episodes"
@@ -198,12 +199,6 @@ def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def _sandwich(bread: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """bread * (sum_i s_i s_i') * bread: sandwich::vcovHC(type = "HC0") for a GLM."""
-    meat = scores.T @ scores
-    return bread @ meat @ bread
-
-
 def _poisson_glm(prep: _Prepared):
     import statsmodels.api as sm
 
@@ -313,7 +308,7 @@ class PoissonModel(_CountModel):
         # weights of its last IRLS iteration: the same at convergence).
         naive = np.linalg.inv(prep.X.T @ (prep.X * mu[:, None]))
         # sandwich::vcovHC(type = "HC0"): bread = inv(X' W X) (W = mu), scores x_i (y_i - mu_i).
-        hc0 = _sandwich(naive, prep.X * (prep.y - mu)[:, None])
+        hc0 = sandwich(naive, prep.X * (prep.y - mu)[:, None])
         n, p = prep.X.shape
         hc1 = hc0 * n / (n - p)
         llf = float(res.llf)  # includes -log(y!), as R's logLik
@@ -527,7 +522,7 @@ class NegativeBinomialModel(_CountModel):
         w = mu / (1.0 + alpha * mu)
         bread = np.linalg.inv(prep.X.T @ (prep.X * w[:, None]))
         # sandwich::vcovHC(glm.nb fit, "HC0"): GLM scores at fixed theta.
-        hc0 = _sandwich(bread, prep.X * ((prep.y - mu) / (1.0 + alpha * mu))[:, None])
+        hc0 = sandwich(bread, prep.X * ((prep.y - mu) / (1.0 + alpha * mu))[:, None])
         _, se_theta_r = theta_ml_se(prep.y, mu)
         se_theta_final = float(np.sqrt(1.0 / _theta_info(theta, mu, prep.y)))
         llf = float(res.llf)  # full NB2 log-likelihood, theta included (R's logLik(glm.nb))

@@ -44,16 +44,24 @@ scalars reduced per tied group, and score residuals are differences of cumulativ
 each row's start and stop positions.  There is no Python loop over rows or event times; the only
 loops are over Newton iterations and over the (few) covariates or covariate pairs.
 
-Not implemented (R has them): case weights, offsets, ``timefix`` (R merges event times that differ
+Case weights and offsets are carried as R does (weighted Efron terms, weighted dfbeta residuals
+in the robust variance; offsets added to the linear predictor, unbounded as in agfit4).  The risk
+sets, partial likelihood and residuals are those of :mod:`recurstudy.models.risksets`; the robust
+variance is :func:`recurstudy.models.variance.sandwich`.
+
+Not implemented (R has them): ``timefix`` (R merges event times that differ
 by floating-point noise; integer or well-separated times are unaffected), exact ties.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from recurstudy.models.risksets import PartialLikelihood, RiskSets
+from recurstudy.models.variance import cluster_sums, sandwich
 
 __all__ = ["CoxFit", "coxph_fit"]
 
@@ -98,7 +106,8 @@ class CoxFit:
         """Coefficient table as a nested dict {name: {coef, se, robust_se, z, p}}."""
         from scipy.stats import norm
 
-        se_use = self.robust_se if self.robust_var is not None else self.se
+        robust_se = self.robust_se
+        se_use = robust_se if robust_se is not None else self.se
         out = {}
         for j, nm in enumerate(self.names):
             z = self.coef[j] / se_use[j]
@@ -106,7 +115,7 @@ class CoxFit:
                 "coef": float(self.coef[j]),
                 "exp_coef": float(np.exp(self.coef[j])),
                 "se": float(self.se[j]),
-                "robust_se": float(se_use[j]) if self.robust_var is not None else float("nan"),
+                "robust_se": float(se_use[j]) if robust_se is not None else float("nan"),
                 "z": float(z),
                 "p": float(2 * norm.sf(abs(z))),
             }
@@ -236,222 +245,14 @@ def _codes(name: str, v, n: int) -> tuple[np.ndarray, int]:
     return inv.astype(np.int64).reshape(-1), int(uniq.shape[0])
 
 
-class _Problem:
-    """Index structures that do not depend on beta (built once).
+def _newton(evaluate: Callable, beta0, max_iter, eps, toler_chol, agfit: bool):
+    """R's Newton-Raphson loop (coxfit6 if not agfit, else agfit4). Scaled coordinates.
 
-    Event groups are the distinct (stratum, event time) pairs, numbered 0..E-1 in (stratum, time)
-    order.  For each row, ``hl`` and ``hs`` are the numbers of groups whose key is <= the row's
-    (stratum, start) and (stratum, stop) keys, so the row is at risk exactly for the groups
-    ``hl <= g < hs`` (same stratum and start < t <= stop).  Risk-set sums are then reverse
-    cumulative sums over groups of per-group net flows (bincount of rows leaving minus rows
-    entering), which needs no sorting of the rows and keeps the partial sums at the size of the
-    risk set itself.
+    ``evaluate(beta)`` returns (loglik, score, information, terms), as
+    :meth:`recurstudy.models.risksets.PartialLikelihood.evaluate`.
     """
-
-    def __init__(self, xs, stop, event, start, strata_code, n_strata):
-        n, p = xs.shape
-        self.n, self.p = n, p
-        xs = np.asfortranarray(xs)  # column access below is contiguous
-        self.xs = xs
-        self.event = event
-        self.ev_pos = np.flatnonzero(event)
-        # Rank every time among the distinct event times (over all strata).
-        uet = np.unique(stop[self.ev_pos])
-        big = np.int64(uet.size + 1)
-        key_stop = strata_code * big + _rank_right(uet, stop)
-        if start is None:
-            key_start = strata_code * big
-        else:
-            key_start = strata_code * big + _rank_right(uet, start)
-        if n_strata == 1:
-            gkeys = np.arange(1, big, dtype=np.int64)  # every distinct event time is a group
-        else:
-            gkeys = np.unique(key_stop[self.ev_pos])
-        self.ngroups = E = gkeys.size
-        n_keys = int(n_strata * big)
-        if n_keys <= max(4 * n, 1 << 20):
-            # Lookup table over the (small) composite key space instead of binary searches.
-            table = np.searchsorted(gkeys, np.arange(n_keys, dtype=np.int64), side="right")
-            self.hs = table[key_stop]
-            self.hl = table[key_start]
-        else:
-            self.hs = np.searchsorted(gkeys, key_stop, side="right")
-            self.hl = np.searchsorted(gkeys, key_start, side="right")
-        self.ev_group = self.hs[self.ev_pos] - 1
-        self.d = np.bincount(self.ev_group, minlength=E).astype(float)
-        self.xs_ev = np.asfortranarray(xs[self.ev_pos])
-        self.sum_x_ev = self.xs_ev.sum(axis=0)
-        # Rows at risk at no event time (R's "ignore") contribute nothing to the sums.
-        used = self.hl < self.hs
-        self.use_all = bool(used.all())
-        self.used = None if self.use_all else np.flatnonzero(used)
-        self.hs_u = self.hs if self.use_all else self.hs[self.used]
-        self.hl_u = self.hl if self.use_all else self.hl[self.used]
-        self.xs_u = xs if self.use_all else np.asfortranarray(xs[self.used])
-        # Strata: per-stratum shift of eta (to keep exp() in range) needs a stratum-sorted order.
-        self.strata = strata_code
-        self.n_strata = n_strata
-        if n_strata > 1:
-            self.s_order = np.argsort(strata_code, kind="stable")
-            self.s_starts = np.searchsorted(strata_code[self.s_order], np.arange(n_strata))
-        self.ev_strata = strata_code[self.ev_pos]
-        iu = np.triu_indices(p)
-        self.iu = iu
-
-    def set_ties(self, ties: str) -> None:
-        d = self.d
-        if ties == "efron":
-            di = d.astype(np.int64)
-            self.t_group = np.repeat(np.arange(self.ngroups), di)
-            self.t_gstart = np.concatenate([[0], np.cumsum(di)[:-1]]).astype(np.int64)
-            k = np.arange(self.t_group.size) - self.t_gstart[self.t_group]
-            self.t_frac = k / d[self.t_group]
-            self.t_w = np.ones(self.t_group.size)
-        else:
-            self.t_group = np.arange(self.ngroups)
-            self.t_gstart = np.arange(self.ngroups)
-            self.t_frac = np.zeros(self.ngroups)
-            self.t_w = d.copy()
-
-    def _shift(self, eta: np.ndarray) -> np.ndarray | float:
-        """Max of eta within each stratum (per row), so that exp(eta - shift) <= 1."""
-        if self.n_strata == 1:
-            return float(eta.max())
-        mx = np.maximum.reduceat(eta[self.s_order], self.s_starts)
-        return mx[self.strata]
-
-    def _risk_sums(self, v: np.ndarray) -> np.ndarray:
-        """Sum of v over the risk set of each event group (length E)."""
-        E = self.ngroups
-        flow = np.bincount(self.hs_u, weights=v, minlength=E + 1)
-        flow -= np.bincount(self.hl_u, weights=v, minlength=E + 1)
-        # S_g = sum_{b > g} flow[b]
-        return np.cumsum(flow[:0:-1])[::-1]
-
-    def evaluate(self, beta: np.ndarray, offset: np.ndarray | None = None):
-        """Log partial likelihood, score and information at beta (scaled coordinates).
-
-        ``offset`` (per row) is added to the linear predictor, which is then bounded to
-        [-200, 22] as R's ``coxsafe`` does in agfit5; the penalised frailty fit
-        (:mod:`recurstudy.models.frailty`) passes its frailties this way.  Without an offset the
-        predictor is used as it is (coxfit6 / agfit4).
-        """
-        p = self.p
-        iu0, iu1 = self.iu
-        eta = self.xs @ beta
-        if offset is not None:
-            eta = np.clip(eta + offset, -200.0, 22.0)
-        shift = self._shift(eta)
-        r = np.exp(eta - shift)
-        r_u = r if self.use_all else r[self.used]
-        xs_u = self.xs_u
-        r_ev = r[self.ev_pos]
-        g_ev = self.ev_group
-        E = self.ngroups
-        # Risk-set sums S (E, 1+p+p(p+1)/2) and the same over the tied events only, D.
-        S0 = self._risk_sums(r_u)
-        D0 = np.bincount(g_ev, weights=r_ev, minlength=E)
-        S1 = np.empty((E, p))
-        D1 = np.empty((E, p))
-        rx_u = []
-        for j in range(p):
-            rxj = r_u * xs_u[:, j]
-            rx_u.append(rxj)
-            S1[:, j] = self._risk_sums(rxj)
-            D1[:, j] = np.bincount(g_ev, weights=r_ev * self.xs_ev[:, j], minlength=E)
-        S2 = np.empty((E, p, p))
-        D2 = np.empty((E, p, p))
-        for j, k in zip(iu0, iu1, strict=True):
-            S2[:, j, k] = S2[:, k, j] = self._risk_sums(rx_u[j] * xs_u[:, k])
-            D2[:, j, k] = D2[:, k, j] = np.bincount(
-                g_ev, weights=r_ev * self.xs_ev[:, j] * self.xs_ev[:, k], minlength=E
-            )
-
-        # Efron (or Breslow) terms: denominator S0 - f * D0 with f = k/d, k = 0..d-1.
-        tg, f, w = self.t_group, self.t_frac, self.t_w
-        den = S0[tg] - f * D0[tg]
-        inv = w / den
-        inv2 = inv / den
-        starts = self.t_gstart
-        a0 = np.add.reduceat(inv, starts) if E else inv
-        a1 = np.add.reduceat(inv * f, starts) if E else inv
-        b0 = np.add.reduceat(inv2, starts) if E else inv
-        b1 = np.add.reduceat(inv2 * f, starts) if E else inv
-        b2 = np.add.reduceat(inv2 * f * f, starts) if E else inv
-
-        if np.isscalar(shift):
-            ev_shift = shift * self.ev_pos.size
-        else:
-            ev_shift = float(shift[self.ev_pos].sum())
-        if offset is None:
-            loglik = float(self.sum_x_ev @ beta) - ev_shift
-        else:
-            loglik = float(eta[self.ev_pos].sum()) - ev_shift
-        loglik -= float(np.sum(w * np.log(den)))
-        # u = sum x_ev - sum_terms w * (S1 - f D1) / den
-        u = self.sum_x_ev - (a0 @ S1 - a1 @ D1)
-        # imat = sum_terms w * [(S2 - f D2)/den - (S1 - f D1)(S1 - f D1)' / den^2]
-        imat = np.einsum("g,gjk->jk", a0, S2) - np.einsum("g,gjk->jk", a1, D2)
-        imat -= np.einsum("g,gj,gk->jk", b0, S1, S1)
-        cross = np.einsum("g,gj,gk->jk", b1, S1, D1)
-        imat += cross + cross.T
-        imat -= np.einsum("g,gj,gk->jk", b2, D1, D1)
-        return loglik, u, imat, (r, S1, D1, a0, a1, b0, b1, b2)
-
-    def score_residuals(self, terms) -> np.ndarray:
-        """R's agscore3 score residuals (input order, scaled coordinates).
-
-        ``terms`` is the last element of :meth:`evaluate`'s result at the wanted beta.
-        """
-        p = self.p
-        r, S1, D1, a0, a1, b0, b1, b2 = terms
-        if self.ngroups == 0:
-            return np.zeros((self.n, p))
-        # Per group: hazard jump dH, x-weighted jump dXH, and the Efron corrections for the tied
-        # events (mh1, mh2: share of the jump the events do not get; mh3: average mean).
-        dH = a0
-        dXH = S1 * b0[:, None] - D1 * b1[:, None]
-        mh1 = a1
-        mh2 = S1 * b1[:, None] - D1 * b2[:, None]
-        mh3 = (S1 * a0[:, None] - D1 * a1[:, None]) / self.d[:, None]
-        CH = np.concatenate([[0.0], np.cumsum(dH)])
-        CXH = np.concatenate([np.zeros((1, p)), np.cumsum(dXH, axis=0)])
-        hs, hl = self.hs, self.hl
-        Hi = CH[hs] - CH[hl]
-        resid = np.empty((self.n, p), order="F")
-        ev, g = self.ev_pos, self.ev_group
-        r_ev = r[ev]
-        mh1_ev = mh1[g]
-        for j in range(p):
-            cj = np.ascontiguousarray(CXH[:, j])
-            col = self.xs[:, j] * Hi
-            col -= cj[hs]
-            col += cj[hl]
-            col *= -r
-            xe = self.xs_ev[:, j]
-            col[ev] += (xe - mh3[g, j]) + r_ev * (xe * mh1_ev - mh2[g, j])
-            resid[:, j] = col
-        return resid
-
-
-def _rank_right(sorted_vals: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """np.searchsorted(sorted_vals, t, side="right"), via a lookup table for integer times."""
-    if sorted_vals.size == 0:
-        return np.zeros(t.shape[0], dtype=np.int64)
-    fin = np.isfinite(t)
-    if fin.all():
-        lo, hi = float(t.min()), float(t.max())
-        if hi - lo <= max(4 * t.size, 1 << 20) and np.array_equal(t, np.floor(t)):
-            grid = np.arange(lo, hi + 1.0)
-            table = np.searchsorted(sorted_vals, grid, side="right")
-            return table[(t - lo).astype(np.int64)]
-    return np.searchsorted(sorted_vals, t, side="right").astype(np.int64)
-
-
-def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
-    """R's Newton-Raphson loop (coxfit6 if not agfit, else agfit4). Scaled coordinates."""
     beta = beta0.copy()
-    lk, u, imat, terms = prob.evaluate(beta)
+    lk, u, imat, terms = evaluate(beta)
     loglik0 = lk
     chol, rank = _cholesky2(imat, toler_chol)
     sctest = float(u @ _chsolve2(chol, u))
@@ -466,7 +267,7 @@ def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        newlk, u, imat, terms = prob.evaluate(beta)
+        newlk, u, imat, terms = evaluate(beta)
         chol, rank2 = _cholesky2(imat, toler_chol)
         if agfit:
             fail = int(np.sum(~np.isfinite(np.diag(imat))))
@@ -491,7 +292,7 @@ def _newton(prob: _Problem, beta0, max_iter, eps, toler_chol, agfit: bool):
             if back:
                 beta = oldbeta
                 if max_iter > 1:
-                    newlk, u, imat, terms = prob.evaluate(beta)
+                    newlk, u, imat, terms = evaluate(beta)
                     chol, rank2 = _cholesky2(imat, toler_chol)
             break
         if fail > 0 or newlk < best:
@@ -543,6 +344,8 @@ def coxph_fit(
     toler_inf: float | None = None,
     names: Sequence[str] | None = None,
     residuals: bool = False,
+    weights=None,
+    offset=None,
 ) -> CoxFit:
     """Fit a Cox model on right-censored or (start, stop] counting-process data as R does.
 
@@ -554,10 +357,14 @@ def coxph_fit(
     strata : stratum labels (separate baseline hazards, R's ``strata()``).
     cluster : cluster labels; gives the robust variance D'D (R's ``cluster()``).
     ties : "efron" (R's default) or "breslow".
-    robust : None = robust iff ``cluster`` is given; True without cluster = each row a cluster.
+    robust : None = robust iff ``cluster`` is given or some weight is not an integer (R's
+        default); True without cluster = each row a cluster.
     init, max_iter, eps, toler_chol, toler_inf : as R's ``init`` and ``coxph.control``.
     names : covariate names for messages; default from DataFrame columns or x1..xp.
     residuals : also store score residuals when no robust variance is requested.
+    weights : case weights (> 0, R's ``weights``); integer weights equal duplicated rows.  The
+        robust variance sums the weighted dfbeta residuals within clusters, as R.
+    offset : per-row offset added to the linear predictor (R's ``offset()``).
 
     Returns a :class:`CoxFit`.  Problems with the fit (no events, singular X, infinite
     coefficients, non-convergence) are reported in ``message``; malformed input raises ValueError.
@@ -597,12 +404,22 @@ def coxph_fit(
     if start_a is not None:
         if np.isnan(start_a).any() or np.isposinf(start_a).any():
             raise ValueError("start contains NaN or +inf")
-        bad = np.flatnonzero(stop_a <= start_a)
-        if bad.size:
+        bad_rows = np.flatnonzero(stop_a <= start_a)
+        if bad_rows.size:
             raise ValueError(
-                f"stop <= start in {bad.size} row(s) (first at index {bad[0]}); "
+                f"stop <= start in {bad_rows.size} row(s) (first at index {bad_rows[0]}); "
                 "intervals must satisfy start < stop"
             )
+    w_a = None
+    if weights is not None:
+        w_a = _as_1d("weights", weights, n)
+        if not np.all(np.isfinite(w_a)) or np.any(w_a <= 0):
+            raise ValueError("weights must be finite and > 0")
+    off_a = None
+    if offset is not None:
+        off_a = _as_1d("offset", offset, n)
+        if not np.all(np.isfinite(off_a)):
+            raise ValueError("offset contains NaN or infinite values")
     if strata is not None:
         s_code, n_strata = _codes("strata", strata, n)
     else:
@@ -612,7 +429,7 @@ def coxph_fit(
     else:
         c_code, n_clusters = None, None
     if robust is None:
-        robust = cluster is not None
+        robust = cluster is not None or (w_a is not None and bool(np.any(w_a != np.floor(w_a))))
     if robust and cluster is None:
         c_code, n_clusters = np.arange(n, dtype=np.int64), n
     if init is not None:
@@ -632,18 +449,22 @@ def coxph_fit(
     if n_events == 0:
         return _empty_fit(p, names, n, 0, "no events: cannot fit a Cox model", ties)
 
-    # Centre and scale as R's C code (overall column means; scale = 1 / mean |x - mean|).
+    # Centre and scale as R's C code (overall column means; scale = 1 / mean |x - mean|, the
+    # mean weighted by the case weights as in R).
     means = Xa.mean(axis=0)
     xc = Xa - means
-    mad = np.abs(xc).mean(axis=0)
+    if w_a is None:
+        mad = np.abs(xc).mean(axis=0)
+    else:
+        mad = (w_a @ np.abs(xc)) / w_a.sum()
     scale = np.where(mad > 0, 1.0 / np.where(mad > 0, mad, 1.0), 1.0)
     xs = xc * scale
 
-    prob = _Problem(xs, stop_a, event_a, start_a, s_code, n_strata)
-    prob.set_ties(ties)
+    rs = RiskSets(stop_a, event_a, start_a, s_code, weights=w_a, n_strata=n_strata)
+    prob = PartialLikelihood(rs, xs, ties)
     agfit = start_a is not None
     beta, lk, u_s, chol, iters, converged, info = _newton(
-        prob, init_a / scale, max_iter, eps, toler_chol, agfit
+        lambda b: prob.evaluate(b, off_a), init_a / scale, max_iter, eps, toler_chol, agfit
     )
     var_s = _chinv2(chol)
     coef = beta * scale
@@ -715,6 +536,8 @@ def coxph_fit(
         ties=ties,
     )
     lp = xc @ np.nan_to_num(coef)
+    if off_a is not None:
+        lp = lp + off_a  # R's linear.predictors include the offset
     fit.linear_predictors = lp
 
     if (robust or residuals) and not sing.all():
@@ -722,18 +545,21 @@ def coxph_fit(
         resid[:, sing] = 0.0
         fit.score_residuals = resid
         if robust:
-            var0 = np.nan_to_num(var)
-            dfb = resid @ var0
-            D = _collapse(dfb, c_code, n_clusters)
-            rv = D.T @ D
+            wres = resid if w_a is None else resid * w_a[:, None]
+            rv = sandwich(np.nan_to_num(var), wres, c_code, n_clusters=n_clusters)
             rv[sing, :] = np.nan
             rv[:, sing] = np.nan
             fit.robust_var = rv
             fit.n_clusters = n_clusters
             # Robust score test at init (R's fit$rscore).
-            r0 = prob.score_residuals(info["terms0"]) / scale
+            # R (coxph.R) sets the linear predictor to X %*% init for this, without the offset.
+            terms0 = info["terms0"] if off_a is None else prob.evaluate(init_a / scale)[3]
+            r0 = prob.score_residuals(terms0) / scale
             r0 = r0[:, ~sing]
-            D0 = _collapse(r0, c_code, n_clusters)
+            if w_a is not None:
+                r0 = r0 * w_a[:, None]
+            assert c_code is not None and n_clusters is not None  # set above with the cluster
+            D0 = cluster_sums(r0, c_code, n_clusters)
             fit.robust_score_test = _wald(D0.T @ D0, D0.sum(axis=0), toler_chol)
 
     ok = ~np.isnan(coef)
@@ -741,11 +567,3 @@ def coxph_fit(
     if ok.any():
         fit.wald_test = _wald(vw[np.ix_(ok, ok)], (coef - init_a)[ok], toler_chol)
     return fit
-
-
-def _collapse(a: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
-    """Sum rows of a (n, p) within cluster codes 0..k-1."""
-    out = np.empty((k, a.shape[1]))
-    for j in range(a.shape[1]):
-        out[:, j] = np.bincount(codes, weights=a[:, j], minlength=k)
-    return out

@@ -20,9 +20,9 @@ The "km" transform is R's default: ``g(t) = 1 - S(t-)``, S the Kaplan-Meier esti
 data (all strata together; for (start, stop] data a row is at risk at t when start < t <= stop),
 taken just before t (R: ``findInterval(..., left.open = TRUE)``).
 
-Everything is vectorised: risk-set sums at each event time are reverse cumulative sums of the rows
-entering and leaving the risk set, the Efron terms are expanded to one term per event, and there is
-no loop over rows or event times (only over the columns of the per-row moment matrix).
+Everything is vectorised: the risk-set sums at each event time and the Efron terms are those of
+:mod:`recurstudy.models.risksets` (reverse cumulative sums of the rows entering and leaving the
+risk set), and there is no loop over rows or event times (only over covariate pairs).
 This reproduces R 4.2 / survival 3.5-3 to rounding (see tests/test_survival_models.py).
 """
 
@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from recurstudy.models.risksets import PartialLikelihood, RiskSets
 
 __all__ = ["cox_zph", "zph_time_transform"]
 
@@ -55,14 +57,9 @@ def zph_time_transform(
         return stats.rankdata(time, method="average").astype(float)
     if transform != "km":
         raise ValueError(f"unknown transform {transform!r} (km, rank, identity, log or a function)")
-    ev = np.asarray(event, dtype=bool)
-    utimes, d = np.unique(time[ev], return_counts=True)
-    stop_sorted = np.sort(time)
-    # rows with stop >= t, minus rows with start >= t (not yet at risk)
-    n_risk = time.size - np.searchsorted(stop_sorted, utimes, side="left")
-    if start is not None:
-        start_sorted = np.sort(np.asarray(start, dtype=float))
-        n_risk = n_risk - (start_sorted.size - np.searchsorted(start_sorted, utimes, side="left"))
+    # Kaplan-Meier of the pooled rows: at risk at t when start < t <= stop
+    rs = RiskSets(time, np.asarray(event, dtype=bool), start)
+    utimes, d, n_risk = rs.group_time, rs.d, rs.n_at_risk()
     surv = np.concatenate([[1.0], np.cumprod(1.0 - d / n_risk)])
     # S(t-): the product over event times strictly before t
     return 1.0 - surv[np.searchsorted(utimes, time, side="left")]
@@ -74,14 +71,6 @@ def _codes(v, n: int) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
     _, inv = np.unique(np.asarray(v), return_inverse=True)
     return inv.reshape(-1).astype(np.int64)
-
-
-def _group_sums(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """Sum the rows of `values` (n, m) by `index` into (size, m) (a loop over columns only)."""
-    out = np.empty((size, values.shape[1]))
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(index, weights=values[:, j], minlength=size)
-    return out
 
 
 def _score_parts(
@@ -96,68 +85,35 @@ def _score_parts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """U2 (p,) and the 2p x 2p information matrix of the zph score test (R's zph1 / zph2).
 
-    Event groups are the distinct (stratum, event time) pairs in key order; a row is at risk for
-    the groups ``hl <= g < hs`` (same stratum, start < t <= stop).  Risk-set sums are reverse
-    cumulative sums over the groups of the rows entering (at ``hs - 1``) minus the rows leaving
-    (at ``hl - 1``), so no row sorting is needed and partial sums stay near the risk-set size.
+    The risk-set sums S0, S1, S2 and the tied-event sums D0, D1, D2 at each event group come from
+    :mod:`recurstudy.models.risksets` (start < t <= stop, per stratum), as do the Efron terms
+    (fraction f = k/d, denominator S0 - f D0).  The information blocks weight each term by
+    g(t)^a, a = 0, 1, 2, where g is constant within a group.
     """
-    n, p = xc.shape
-    uet = np.unique(stop[event])
-    big = np.int64(uet.size + 1)
-    key_stop = strata * big + np.searchsorted(uet, stop, side="right")
-    key_start = strata * big
-    if start is not None:
-        key_start = key_start + np.searchsorted(uet, start, side="right")
-    gkeys = np.unique(key_stop[event])
-    E = gkeys.size
-    hs = np.searchsorted(gkeys, key_stop, side="right")
-    hl = np.searchsorted(gkeys, key_start, side="right")
-
-    # Per-stratum shift of eta keeps exp() in range (the statistic is invariant to it).
-    shift = np.full(int(strata.max()) + 1, -np.inf)
-    np.maximum.at(shift, strata, eta)
-    r = np.exp(eta - shift[strata])
-
-    iu0, iu1 = np.triu_indices(p)
-    rx = xc * r[:, None]
-    V = np.concatenate([r[:, None], rx, rx[:, iu0] * xc[:, iu1]], axis=1)
-
-    used = hl < hs  # rows at risk at some event time
-    enter = _group_sums(hs[used] - 1, V[used], E)
-    leaving = used & (hl > 0)
-    leave = _group_sums(hl[leaving] - 1, V[leaving], E)
-    S = np.cumsum((enter - leave)[::-1], axis=0)[::-1]  # risk-set sums per group
-    ev_rows = np.flatnonzero(event)
-    ev_group = hs[ev_rows] - 1
-    D = _group_sums(ev_group, V[ev_rows], E)  # sums over the deaths of each group
-    d = np.bincount(ev_group, minlength=E)
+    p = xc.shape[1]
+    n_strata = int(strata.max()) + 1
+    rs = RiskSets(stop, event, start, strata, n_strata=n_strata)
+    pl = PartialLikelihood(rs, xc, ties)
+    m = pl.moments(eta)  # the per-stratum shift of eta cancels in the statistic
+    t = pl.ties
+    ev_rows, E = rs.ev_pos, rs.ngroups
     g_group = np.empty(E)
-    g_group[ev_group] = gtime[ev_rows]  # g(t) is a function of the time alone
-
-    if ties == "efron":
-        grp = np.repeat(np.arange(E), d)
-        k = np.arange(grp.size) - np.repeat(np.cumsum(d) - d, d)
-        T = S[grp] - (k / d[grp])[:, None] * D[grp]
-        w = np.ones(grp.size)
-    elif ties == "breslow":
-        grp = np.arange(E)
-        T = S
-        w = d.astype(float)
-    else:
-        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
+    g_group[rs.ev_group] = gtime[ev_rows]  # g(t) is a function of the time alone
+    grp, f, w = t.group, t.frac, t.weight
+    den = m.S0[grp] - f * m.D0[grp]
+    mean = (m.S1[grp] - f[:, None] * m.D1[grp]) / den[:, None]
     g = g_group[grp]
-    den = T[:, 0]
-    mean = T[:, 1 : 1 + p] / den[:, None]
 
     u2 = gtime[ev_rows] @ xc[ev_rows] - (w * g) @ mean
     imat = np.zeros((2 * p, 2 * p))
     blocks = []
     for a in range(3):  # weights g^0, g^1, g^2
         wa = w * g**a
-        c2 = (wa / den) @ T[:, 1 + p :]
-        blk = np.zeros((p, p))
-        blk[iu0, iu1] = c2
-        blk[iu1, iu0] = c2
+        inv = wa / den
+        c0 = np.add.reduceat(inv, t.gstart)  # per group: sum of wa / den and of wa f / den
+        c1 = np.add.reduceat(inv * f, t.gstart)
+        assert m.S2 is not None and m.D2 is not None  # second moments were asked for
+        blk = np.einsum("g,gjk->jk", c0, m.S2) - np.einsum("g,gjk->jk", c1, m.D2)
         blk -= (wa[:, None] * mean).T @ mean
         blocks.append(blk)
     imat[:p, :p] = blocks[0]

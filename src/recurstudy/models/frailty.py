@@ -39,12 +39,12 @@ frailty.gammacon, coxpenal.df; C: agfit5.c, cholesky3.c, chsolve3.c, chinv3.c):
 * ``fit$loglik`` = (partial likelihood at beta = 0 without frailty, partial likelihood at the fit
   with the frailties as offsets, *without* the penalty).
 
-Everything per evaluation is vectorised as in :mod:`recurstudy.models.coxph_engine` (event groups,
-reverse cumulative risk-set sums; per-participant sums are ``bincount`` of per-row terms that are
-differences of cumulative sums over event groups).  The one quadratic term, sum_k m_ik^2, needs the
-risk weight of participant i at each event time: with non-overlapping intervals per participant
-(derive's data) it is a per-row sum; rows of one participant that are at risk at the same time
-add pair terms, found once.
+Everything per evaluation is vectorised, on the risk sets and partial likelihood of
+:mod:`recurstudy.models.risksets` (event groups, reverse cumulative risk-set sums; per-participant
+sums are ``bincount`` of per-row terms that are differences of cumulative sums over event groups).
+The one quadratic term, sum_k m_ik^2, needs the risk weight of participant i at each event time:
+with non-overlapping intervals per participant (derive's data) it is a per-row sum; rows of one
+participant that are at risk at the same time add pair terms, found once.
 
 Not implemented (R has them): strata, case weights, offsets, ``method = "aic"`` / ``"df"``, the
 non-sparse frailty term R uses for 5 or fewer groups, ``timefix``.
@@ -65,13 +65,14 @@ from recurstudy.models.base import (
     Model,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     design,
-    failed,
     option,
     register,
     tidy,
 )
-from recurstudy.models.coxph_engine import _cholesky2, _chsolve2, _Problem
+from recurstudy.models.coxph_engine import _cholesky2, _chsolve2
+from recurstudy.models.risksets import PartialLikelihood, RiskSets
 
 __all__ = ["FrailtyFit", "frailty_cox_fit"]
 
@@ -127,27 +128,27 @@ class FrailtyFit:
 
 
 class _FrailtyProblem:
-    """Index structures (from the engine's :class:`_Problem`) plus the frailty bookkeeping."""
+    """Risk sets and partial likelihood (:mod:`recurstudy.models.risksets`) plus the frailty
+    bookkeeping."""
 
     def __init__(self, xc, stop, event, start, group, n_groups, ties):
         n, p = xc.shape
         self.n, self.p, self.nf = n, p, n_groups
-        self.base = _Problem(xc, stop, event, start, np.zeros(n, dtype=np.int64), 1)
-        self.base.set_ties(ties)
+        self.rs = RiskSets(stop, event, start)
+        self.base = PartialLikelihood(self.rs, xc, ties)
         b = self.base
         self.xc = b.xs  # the centred covariates, column-major
         self.group = group
-        self.ev = b.ev_pos
-        self.g_ev = b.ev_group
-        self.grp_ev = group[b.ev_pos]
+        self.ev = self.rs.ev_pos
+        self.g_ev = self.rs.ev_group
+        self.grp_ev = group[self.ev]
         self.d_group = np.bincount(self.grp_ev, minlength=n_groups).astype(float)
-        self.n_events = int(b.ev_pos.size)
+        self.n_events = int(self.ev.size)
         self._find_pairs()
 
     def _find_pairs(self) -> None:
         """Pairs of rows of one group at risk at a common event time (none for derive's data)."""
-        b = self.base
-        hl, hs = b.hl, b.hs
+        hl, hs = self.rs.hl, self.rs.hs
         live = np.flatnonzero(hl < hs)
         o = live[np.lexsort((hl[live], self.group[live]))]
         g, lo = self.group[o], hl[o]
@@ -189,13 +190,13 @@ class _FrailtyProblem:
         frailty block of the information, penalty included), cross (p x nf), h22 (p x p), the
         recentred w, and the penalty's second derivative (R's coxlist1$second).
         """
-        b = self.base
+        rs = self.rs
         p, nf = self.p, self.nf
         xc = self.xc
-        hs, hl = b.hs, b.hl
         ev, g_ev = self.ev, self.g_ev
-        # The engine's accumulation with the frailties as offset (bounded as R's coxsafe).
-        pl, u_b, h22, (r, S1, D1, a0, a1, b0, b1, b2) = b.evaluate(beta, offset=w[self.group])
+        # The shared accumulation with the frailties as offset (bounded as R's coxsafe).
+        pl, u_b, h22, terms = self.base.evaluate(beta, offset=w[self.group], bound=True)
+        r, S1, D1, a0, a1, b0, b1, b2 = terms
         r_ev = r[ev]
 
         if theta == 0:
@@ -207,18 +208,17 @@ class _FrailtyProblem:
 
         # Frailty terms.  Per row: expected count and the pieces of the information.
         zero = np.zeros(1)
-        A0 = np.concatenate([zero, np.cumsum(a0)])
-        B0 = np.concatenate([zero, np.cumsum(b0)])
-        hr = A0[hs] - A0[hl]
+        hr = rs.row_sums(a0)  # cumulative hazard over the row's risk period
         erow = r * hr
         erow[ev] -= r_ev * a1[g_ev]
         e_grp = np.bincount(self.group, weights=erow, minlength=nf)
         u_w = self.d_group - e_grp
-        qrow = r * r * (B0[hs] - B0[hl])
+        qrow = r * r * rs.row_sums(b0)
         qrow[ev] -= r_ev * r_ev * (2.0 * b1[g_ev] - b2[g_ev])
         q_grp = np.bincount(self.group, weights=qrow, minlength=nf)
         if self.has_pairs:
             pa, pc = self.pair_a, self.pair_b
+            B0 = np.concatenate([zero, np.cumsum(b0)])
             qp = B0[self.pair_hi] - B0[self.pair_lo]
             b1e = np.concatenate([b1, zero])  # index -1 -> 0
             qp -= b1e[self.pair_ga] + b1e[self.pair_gc]
@@ -228,12 +228,11 @@ class _FrailtyProblem:
         # cross information (covariate j, frailty i)
         dxh = S1 * b0[:, None] - D1 * b1[:, None]
         mh2 = S1 * b1[:, None] - D1 * b2[:, None]
-        CA = np.concatenate([np.zeros((1, p)), np.cumsum(dxh, axis=0)])
         cross = np.empty((p, nf))
         a1_ev = a1[g_ev]
         for j in range(p):
-            cj = np.ascontiguousarray(CA[:, j])
-            col = xc[:, j] * hr - (cj[hs] - cj[hl])
+            # x-weighted cumulative hazard over the row's risk period, one column at a time
+            col = xc[:, j] * hr - rs.row_sums(dxh[:, j])
             col *= r
             col[ev] -= r_ev * (xc[ev, j] * a1_ev - mh2[g_ev, j])
             cross[j] = np.bincount(self.group, weights=col, minlength=nf)
@@ -416,10 +415,10 @@ def _brent(x: np.ndarray, y: np.ndarray, lower: float | None = None) -> float:
         return float(np.mean(x))
     ord_ = np.argsort(x, kind="stable")
     xx, yy = x[ord_], y[ord_]
-    best = np.flatnonzero(yy == y.max())
-    if best.size > 1:
+    at_max = np.flatnonzero(yy == y.max())
+    if at_max.size > 1:
         raise _Surrender("Ties for max(y), I surrender")
-    best = int(best[0])
+    best = int(at_max[0])
     if best == 0:
         new = xx[0] - 3 * (xx[1] - xx[0])
         if lower is not None and new < lower:
@@ -764,11 +763,11 @@ class FrailtyCox(Model):
         counts = {"n_participants": int(df[ID].nunique()), "n_events": int(df["event"].sum())}
         present = set(df["arm"].dropna().astype(str).unique())
         if len(present) < 2:
-            return failed(
-                spec, f"only one arm in the data ({', '.join(sorted(present)) or 'none'})", **counts
+            raise NotEstimable(
+                f"only one arm in the data ({', '.join(sorted(present)) or 'none'})", **counts
             )
         if counts["n_events"] == 0:
-            return failed(spec, "no events: cannot fit a Cox model", **counts)
+            raise NotEstimable("no events: cannot fit a Cox model", **counts)
         X, names = design(spec.formula, df, intercept=False)
         rows = df.loc[X.index]
         counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
@@ -790,7 +789,7 @@ class FrailtyCox(Model):
             terms=_term_columns(spec.formula, rows, names),
         )
         if not np.isfinite(fit.theta):
-            return failed(spec, fit.message, **counts)
+            raise NotEstimable(fit.message, **counts)
         messages = [fit.message] if fit.message else []
         converged = fit.converged
         if _boundary(fit):

@@ -22,13 +22,14 @@ from recurstudy.models.base import (
     ModelDescription,
     ModelResult,
     ModelSpec,
+    NotEstimable,
     design,
-    failed,
     option,
     register,
     tidy,
 )
 from recurstudy.models.coxph_engine import coxph_fit
+from recurstudy.models.risksets import RiskSets
 
 ID = "participant_id"
 
@@ -55,7 +56,7 @@ def _fit_cox(
     counts = {"n_participants": n_part, "n_events": n_events}
     msg = _arm_check(spec, df)
     if msg:
-        return failed(spec, msg, **counts)
+        raise NotEstimable(msg, **counts)
     X, names = design(spec.formula, df, intercept=False)
     rows = df.loc[X.index]
     ties = spec.options.get("ties", "efron")
@@ -71,6 +72,7 @@ def _fit_cox(
     )
     counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
     var = fit.robust_var if cluster else fit.var
+    assert var is not None  # the engine sets robust_var whenever a cluster is given
     se = np.sqrt(np.diag(var))
     dropped = len(df) - len(rows)
     message = fit.message
@@ -148,7 +150,38 @@ class CoxFirstEpisode(Model):
     r_call: ClassVar[str] = "coxph(Surv(time, event) ~ arm, ties = 'efron')"
 
     def fit(self, spec: ModelSpec, *, first_episode: pd.DataFrame) -> ModelResult:
-        return _fit_cox(spec, first_episode, stop="time", start=None, strata=None, cluster=False)
+        fe, note = _delayed_entry(first_episode)
+        if note is None:
+            return _fit_cox(spec, fe, stop="time", start=None, strata=None, cluster=False)
+        # Delayed entry (an episode under way at enrolment): R's Surv(entry, time, event).
+        res = _fit_cox(spec, fe, stop="time", start="entry", strata=None, cluster=False)
+        return _noted(res, note)
+
+
+def _delayed_entry(fe: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The first-episode rows with time at risk and a note, when some participant enters late
+    (``entry > 0``); otherwise `fe` unchanged and None (right-censored data, as before).
+
+    Rows with ``time <= entry`` (never at risk: follow-up ended inside an episode under way at
+    enrolment or its washout) are left out, as R leaves out ``Surv(entry, time)`` with
+    ``time <= entry``.
+    """
+    if "entry" not in fe.columns or not (fe["entry"] > 0).any():
+        return fe, None
+    at_risk = fe["time"].to_numpy() > fe["entry"].to_numpy()
+    never = int((~at_risk).sum())
+    note = f"{never} participants never at risk left out" if never else ""
+    return fe.loc[at_risk], note
+
+
+def _noted(res: ModelResult, note: str) -> ModelResult:
+    """`res` with `note` added to its message (tidy table and result)."""
+    if not note:
+        return res
+    message = "; ".join(filter(None, [res.message, note]))
+    res.table["message"] = message
+    res.message = message
+    return res
 
 
 @register
@@ -166,15 +199,21 @@ class AndersenGill(Model):
         "counted while at risk; with robust errors clustered on participant it estimates the "
         "ratio of mean rates of the Lin-Wei-Yang-Ying proportional rates model"
     )
-    extras: ClassVar[tuple[ExtraTable, ...]] = _COX_EXTRAS
+    extras: ClassVar[tuple[ExtraTable, ...]] = (
+        *_COX_EXTRAS,
+        ExtraTable("mean_function", "Fitted mean number of episodes by arm (LWYY)", "hidden"),
+    )
     claim_metrics: ClassVar[tuple[str, ...]] = ("hazard_reduction", "rate_reduction")
     reference: ClassVar[str] = "Andersen and Gill (1982); Lin, Wei, Yang and Ying (2000)"
     r_call: ClassVar[str] = "coxph(Surv(start, stop, event) ~ arm, cluster = participant_id)"
 
     def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
-        return _fit_cox(
-            spec, counting_process, stop="stop", start="start", strata=None, cluster=True
-        )
+        from recurstudy.models.marginal import fitted_mean_extras
+
+        cp = counting_process
+        res = _fit_cox(spec, cp, stop="stop", start="start", strata=None, cluster=True)
+        res.extras.update(fitted_mean_extras(spec, cp, res))  # LWYY mean function
+        return res
 
 
 @dataclass(frozen=True)
@@ -309,21 +348,30 @@ def km_quantile(time, surv, p: float = 0.5, tol: float = float(np.finfo(float).e
     return float((x[i1[0]] + x[i2[0]]) / 2.0)
 
 
-def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.DataFrame:
+def _km_table(
+    time: np.ndarray, event: np.ndarray, conf_level: float, entry: np.ndarray | None = None
+) -> pd.DataFrame:
     """Kaplan-Meier with Greenwood variance and R survfit's default 'log' confidence interval.
 
     ``std_err`` is the standard error of S (``summary.survfit``'s std.err); ``std_err_log`` is
-    that of -log S, which R's ``survfit`` object stores as ``std.err``.
+    that of -log S, which R's ``survfit`` object stores as ``std.err``. With `entry` (left
+    truncation) the risk set at t holds the rows with entry < t <= time, as R's
+    ``survfit(Surv(entry, time, event))``.
     """
-    from lifelines import KaplanMeierFitter
+    if entry is None:
+        from lifelines import KaplanMeierFitter
 
-    km = KaplanMeierFitter().fit(time, event)
-    et = km.event_table
-    t = et.index.to_numpy(dtype=float)
-    n_risk = et["at_risk"].to_numpy()
-    d = et["observed"].to_numpy()
-    surv = km.survival_function_.to_numpy()[:, 0]
-    keep = (d > 0) | (et["censored"].to_numpy() > 0)
+        km = KaplanMeierFitter().fit(time, event)
+        et = km.event_table
+        t = et.index.to_numpy(dtype=float)
+        n_risk = et["at_risk"].to_numpy()
+        d = et["observed"].to_numpy()
+        n_censor = et["censored"].to_numpy()
+        surv = km.survival_function_.to_numpy()[:, 0]
+    else:
+        t, n_risk, d, n_censor = _risk_table(entry, time, event)
+        surv = np.cumprod(1.0 - d / np.where(n_risk > 0, n_risk, 1))
+    keep = (d > 0) | (n_censor > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         greenwood = np.cumsum(np.where(n_risk > d, d / (n_risk * (n_risk - d)), np.inf * (d > 0)))
     se_log = np.sqrt(greenwood)
@@ -333,7 +381,7 @@ def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.Data
             "time": t,
             "n_risk": n_risk,
             "n_event": d,
-            "n_censor": et["censored"].to_numpy(),
+            "n_censor": n_censor,
             "surv": surv,
             "std_err": surv * se_log,
             "std_err_log": np.where(surv > 0, se_log, np.nan),  # survfit()$std.err
@@ -343,6 +391,48 @@ def _km_table(time: np.ndarray, event: np.ndarray, conf_level: float) -> pd.Data
         }
     )
     return table[keep & (t > 0)].reset_index(drop=True)
+
+
+def _n_at_risk(entry: np.ndarray, time: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rows with entry < t <= time at each of the times `t`."""
+    leaving, entering = np.sort(time), np.sort(entry)
+    return (leaving.size - np.searchsorted(leaving, t, side="left")) - (
+        entering.size - np.searchsorted(entering, t, side="left")
+    )
+
+
+def _risk_table(
+    entry: np.ndarray, time: np.ndarray, event: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct times with the rows at risk (entry < t <= time), events and censorings there."""
+    entry = np.asarray(entry, dtype=float)
+    time = np.asarray(time, dtype=float)
+    ev = np.asarray(event) == 1
+    t = np.unique(time)
+    pos = np.searchsorted(t, time)
+    d = np.bincount(pos[ev], minlength=t.size)
+    n_censor = np.bincount(pos[~ev], minlength=t.size)
+    return t, _n_at_risk(entry, time, t), d, n_censor
+
+
+def logrank_delayed_entry(
+    entry: np.ndarray, time: np.ndarray, event: np.ndarray, group: np.ndarray
+) -> tuple[float, float]:
+    """Two-group log-rank chi-square (1 df) and p-value on (entry, time] risk sets, with
+    survdiff's hypergeometric variance; equals R's survdiff when every entry is 0."""
+    entry = np.asarray(entry, dtype=float)
+    time = np.asarray(time, dtype=float)
+    ev = np.asarray(event) == 1
+    g = np.asarray(group, dtype=bool)
+    t = np.unique(time[ev])
+    n = _n_at_risk(entry, time, t).astype(float)
+    n1 = _n_at_risk(entry[g], time[g], t).astype(float)
+    d = np.bincount(np.searchsorted(t, time[ev]), minlength=t.size).astype(float)
+    d1 = np.bincount(np.searchsorted(t, time[ev & g]), minlength=t.size).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where(n > 1, d * (n1 / n) * (1 - n1 / n) * (n - d) / np.maximum(n - 1, 1), 0.0)
+        stat = float(np.sum(d1 - d * n1 / n) ** 2 / np.sum(var)) if t.size else float("nan")
+    return stat, float(stats.chi2.sf(stat, 1))
 
 
 MCF_COLUMNS = (
@@ -387,28 +477,17 @@ def mean_cumulative_function(
     The variance is computed in chunks of `chunk_size` participants (default: as many as keep a
     chunk's participants x event-times array within :data:`MCF_CHUNK_CELLS` cells, at most 20k).
     """
-    ev = cp[cp["event"] == 1]
-    times = np.unique(ev["stop"].to_numpy(dtype=float))
-    start_all = cp["start"].to_numpy(dtype=float)
-    stop_all = cp["stop"].to_numpy(dtype=float)
-    start, stop = np.sort(start_all), np.sort(stop_all)
-    # rows at risk at t: stop >= t minus start >= t
-    at_risk = (len(stop) - np.searchsorted(stop, times, side="left")) - (
-        len(start) - np.searchsorted(start, times, side="left")
+    rs = RiskSets(
+        cp["stop"].to_numpy(dtype=float),
+        cp["event"].to_numpy() == 1,
+        cp["start"].to_numpy(dtype=float),
     )
-    d = np.bincount(np.searchsorted(times, ev["stop"].to_numpy(dtype=float)), minlength=times.size)
+    times = rs.group_time
+    at_risk = rs.n_at_risk()  # rows with start < t <= stop
+    d = np.bincount(rs.ev_group, minlength=rs.ngroups)
     haz = d / at_risk
     mcf = np.cumsum(haz)
-    var = _mcf_clustered_variance(
-        cp[ID].to_numpy(),
-        start_all,
-        stop_all,
-        cp["event"].to_numpy() == 1,
-        times,
-        at_risk,
-        haz,
-        chunk_size,
-    )
+    var = _mcf_clustered_variance(cp[ID].to_numpy(), rs, at_risk, haz, chunk_size)
     se = np.sqrt(var)
     z = stats.norm.ppf(0.5 + conf_level / 2.0)
     return pd.DataFrame(
@@ -427,16 +506,14 @@ def mean_cumulative_function(
 
 def _mcf_clustered_variance(
     ids: np.ndarray,
-    start: np.ndarray,
-    stop: np.ndarray,
-    event: np.ndarray,
-    times: np.ndarray,
+    rs: RiskSets,
     n_risk: np.ndarray,
     haz: np.ndarray,
     chunk_size: int | None = None,
 ) -> np.ndarray:
     """sum_i U_i(t)^2 at each event time (see :func:`mean_cumulative_function`), as R's
-    survfitkm computes it (no small-sample factor).
+    survfitkm computes it (no small-sample factor).  ``rs``: the risk sets of the rows (one
+    stratum), whose at-risk ranges ``hl <= g < hs`` are the rows' event-time indices.
 
     Participants are taken in order of their last event time at risk, `chunk_size` at a time.
     Per chunk one (participants x event times up to the chunk's last + 1) array: the difference
@@ -445,16 +522,17 @@ def _mcf_clustered_variance(
     participant's events, summed along time again into U_i(t). Past a participant's last row U_i
     stays put, so the chunk's last column (its final U_i) covers the later event times.
     """
-    k = times.size
+    k = rs.ngroups
     var = np.zeros(k)
     if k == 0:
         return var
     # rows at risk over event-time indices [lo, hi): times[lo] > start, times[hi - 1] <= stop
-    lo = np.searchsorted(times, start, side="right")
-    hi = np.searchsorted(times, stop, side="right")
-    used = hi > lo  # a row at risk at no event time does not move U
-    codes, uniq = pd.factorize(ids[used], sort=False)
-    lo, hi, event = lo[used], hi[used], event[used]
+    event = np.zeros(rs.n, dtype=bool)
+    event[rs.ev_pos] = True
+    lo, hi = rs.hl, rs.hs
+    if not rs.use_all:  # a row at risk at no event time does not move U
+        ids, lo, hi, event = ids[rs.used], rs.hl_u, rs.hs_u, event[rs.used]
+    codes, uniq = pd.factorize(ids, sort=False)
     n_part = uniq.size
     last = np.zeros(n_part, dtype=hi.dtype)
     np.maximum.at(last, codes, hi)
@@ -525,16 +603,19 @@ class KaplanMeier(Model):
     ) -> ModelResult:
         from lifelines.statistics import logrank_test
 
-        fe = first_episode
+        fe, note = _delayed_entry(first_episode)
         counts = {"n_participants": int(len(fe)), "n_events": int(fe["event"].sum())}
         msg = _arm_check(spec, fe)
         if msg:
-            return failed(spec, msg, **counts)
+            raise NotEstimable(msg, **counts)
         control, interv = spec.arms["control"], spec.arms["intervention"]
         surv, mcf, med = [], [], []
         for label in (control, interv):
             g = fe[fe["arm"].astype(str) == label]
-            tab = _km_table(g["time"].to_numpy(float), g["event"].to_numpy(), spec.conf_level)
+            entry = None if note is None else g["entry"].to_numpy(float)
+            tab = _km_table(
+                g["time"].to_numpy(float), g["event"].to_numpy(), spec.conf_level, entry
+            )
             surv.append(tab.assign(arm=label))
             med.append(
                 {
@@ -549,9 +630,13 @@ class KaplanMeier(Model):
             c = counting_process[counting_process["arm"].astype(str) == label]
             mcf.append(mean_cumulative_function(c, conf_level=spec.conf_level).assign(arm=label))
         a = fe["arm"].astype(str) == interv
-        lr = logrank_test(
-            fe.loc[~a, "time"], fe.loc[a, "time"], fe.loc[~a, "event"], fe.loc[a, "event"]
-        )
+        if note is None:
+            lr = logrank_test(
+                fe.loc[~a, "time"], fe.loc[a, "time"], fe.loc[~a, "event"], fe.loc[a, "event"]
+            )
+            lr_stat, lr_p = float(lr.test_statistic), float(lr.p_value)
+        else:
+            lr_stat, lr_p = logrank_delayed_entry(fe["entry"], fe["time"], fe["event"], a)
         table = tidy(
             spec,
             ["logrank"],
@@ -559,17 +644,16 @@ class KaplanMeier(Model):
             np.array([np.nan]),
             robust=False,
             log_likelihood=None,
-            **counts,
+            n_participants=counts["n_participants"],
+            n_events=counts["n_events"],
         )
-        table["statistic"] = float(lr.test_statistic)
-        table["p_value"] = float(lr.p_value)
+        table["statistic"] = lr_stat
+        table["p_value"] = lr_p
         order = ["arm", "time", "n_risk", "n_event", "n_censor", "surv", "std_err", "std_err_log"]
         extras = {
             "survival": pd.concat(surv, ignore_index=True)[[*order, "conf_low", "conf_high"]],
-            "logrank": pd.DataFrame(
-                {"statistic": [lr.test_statistic], "df": [1], "p_value": [lr.p_value]}
-            ),
+            "logrank": pd.DataFrame({"statistic": [lr_stat], "df": [1], "p_value": [lr_p]}),
             "medians": pd.DataFrame(med),
             "mcf": pd.concat(mcf, ignore_index=True)[["arm", *MCF_COLUMNS]],
         }
-        return ModelResult(table, extras)
+        return _noted(ModelResult(table, extras), note or "")

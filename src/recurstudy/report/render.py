@@ -1,0 +1,175 @@
+"""Rendering: the report notebook executed with nbclient, and the executed notebook as one offline
+HTML page.
+
+- :func:`execute_notebook`: nbclient in the run directory, the run's parameters injected in a
+  cell after the one tagged ``parameters`` (:func:`parameters_cell`), no timing metadata;
+  :func:`clean_notebook` takes out what varies between runs and the kernel's stderr.
+- :func:`render_html`: nbconvert's lab template without require.js, MathJax, mermaid or widgets,
+  code cells and prompts hidden; the page is refused if it would load anything from outside.
+- :func:`table_html`: a DataFrame as a plain, escaped HTML table with caption and note.
+
+Snakemake's ``notebook:`` directive and papermill are not used: both write run-specific data
+(pickled job, start times) into the notebook, which would break byte-identical output.
+"""
+
+from __future__ import annotations
+
+import copy
+import pprint
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recurstudy.report.formatting import html_text
+
+OFFLINE_TEMPLATE = r"""
+{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}
+<style type="text/css">
+body.jp-Notebook { max-width: 70rem; margin: 0 auto; padding: 1rem 2rem; }
+.jp-Cell { padding: 0; }
+.jp-OutputArea-output table.rs-table { font-size: 0.85rem; margin: 0.4rem 0 0.2rem 0; }
+.jp-OutputArea-output table.rs-table td, .jp-OutputArea-output table.rs-table th {
+  text-align: left; padding: 0.15rem 0.5rem; }
+.rs-figure img { max-width: 100%; height: auto; }
+.rs-figure figcaption, .rs-note { font-size: 0.85rem; color: #444; }
+.rs-caption { margin-bottom: 0.1rem; }
+.rs-verdict { font-weight: bold; }
+</style>
+{%- endblock extra_css -%}
+"""
+
+EXTERNAL = re.compile(
+    r"""(<script[^>]+src=|<link[^>]+href=["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|"""
+    r"""@import|<iframe|src=["'](?:https?:)?//)""",
+    re.IGNORECASE,
+)
+
+
+def html_exporter() -> Any:
+    """nbconvert's HTML exporter with the lab template minus every script from the web, and
+    with code cells and prompts hidden."""
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        extra_loaders=[DictLoader({"recurstudy_offline.html.j2": OFFLINE_TEMPLATE})],
+        template_name="lab",
+    )
+    exporter.template_file = "recurstudy_offline.html.j2"
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    exporter.embed_images = True
+    exporter.anchor_link_text = ""
+    return exporter
+
+
+def render_html(nb: Any, title: str = "recurstudy report") -> str:
+    """The executed notebook as one self-contained HTML page that makes no request, with
+    `title` (the study title) as the page's ``<title>`` (escaped by the template).
+
+    Raises ValueError if the page would still load anything from outside (a script or style
+    sheet with a URL, an @import, an iframe).
+    """
+    exporter = html_exporter()
+    nb = copy.deepcopy(nb)
+    nb.metadata["title"] = str(title)  # the lab template prefers it to the resources' name
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": str(title)}})
+    # The lab theme's CSS comments cite web pages; they load nothing, but a page that must
+    # never reach outside should not even mention an address: drop comments inside <style>.
+    body = re.sub(
+        r"(<style[^>]*>)(.*?)(</style>)",
+        lambda m: m.group(1) + re.sub(r"/\*.*?\*/", "", m.group(2), flags=re.S) + m.group(3),
+        body,
+        flags=re.S,
+    )
+    bad = EXTERNAL.search(body)
+    if bad:
+        start = max(bad.start() - 80, 0)
+        raise ValueError(
+            f"the report would load an external resource: {body[start : bad.end() + 80]!r}"
+        )
+    return body
+
+
+def parameters_cell(values: Mapping[str, Any]) -> Any:
+    """A code cell assigning each parameter (the papermill convention: tagged
+    ``injected-parameters``), with a fixed cell id."""
+    import nbformat
+
+    src = "# Parameters (injected by workflow/scripts/render_report.py)\n" + "\n".join(
+        f"{k} = {pprint.pformat(v, width=96, sort_dicts=True)}" for k, v in values.items()
+    )
+    cell = nbformat.v4.new_code_cell(src)
+    cell.id = "injected-parameters"
+    cell.metadata["tags"] = ["injected-parameters"]
+    return cell
+
+
+def execute_notebook(
+    template: str | Path, parameters: Mapping[str, Any], run_dir: str | Path, timeout: int = 1200
+) -> tuple[Any, str]:
+    """Execute the report notebook in `run_dir` with nbclient: the parameters cell is inserted
+    after the cell tagged ``parameters``; no timing metadata is recorded; outputs on stderr
+    (warnings) are taken out of the notebook and returned separately.
+
+    Returns ``(notebook, stderr_text)``.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(template), as_version=4)
+    idx = next(
+        (i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), -1
+    )
+    nb.cells.insert(idx + 1, parameters_cell(parameters))
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(run_dir)}},
+        record_timing=False,
+        allow_errors=False,
+    )
+    client.execute()
+    return clean_notebook(nb)
+
+
+def clean_notebook(nb: Any) -> tuple[Any, str]:
+    """Strip what varies between runs: execution metadata, stderr streams (returned as text)."""
+    stderr = []
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                stderr.append(out.get("text", ""))
+                continue
+            out.get("metadata", {}).pop("execution", None)
+            kept.append(out)
+        cell.outputs = kept
+    nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
+    return nb, "".join(stderr)
+
+
+def table_html(df: pd.DataFrame, caption: str | None = None, note: str | None = None) -> str:
+    """A plain HTML table (cells, headers, caption and note escaped; no ids, no styles: the same
+    bytes every time)."""
+    if df is None or df.empty:
+        body = "<p><em>Nothing to show.</em></p>"
+    else:
+        body = df.to_html(index=False, escape=True, border=0, classes="rs-table", na_rep="")
+    cap = f"<p class='rs-caption'><strong>{html_text(caption)}</strong></p>" if caption else ""
+    foot = f"<p class='rs-note'>{html_text(note)}</p>" if note else ""
+    return cap + body + foot
