@@ -47,7 +47,15 @@ def demo_report(tmp_path_factory) -> Path:
         "episodes": "cohort/episodes.csv",
         "pain_scores": "cohort/pain_scores.csv",
     }
-    config["power"] = {"replicates": 20, "chunk_size": 10, "seed": 20261126, "alpha": 0.05}
+    config["power"] = {
+        "replicates": 20,
+        "chunk_size": 10,
+        "seed": 20261126,
+        "alpha": 0.05,
+        "mde_grid": [0.2, 0.4, 0.6],
+        "grid_replicates": 10,
+        "pain_replicates": 2,
+    }
     config["bootstrap"] = {"replicates": 20, "chunk_size": 10, "seed": 20261204, "bca": False}
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     before = sorted(p.name for p in REPO.iterdir())

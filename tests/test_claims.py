@@ -294,7 +294,8 @@ def test_power_matches_closed_form_for_poisson():
     assert abs(s["power"] - expected) < 3 * s["power_mc_se"] + 0.02, (s["power"], expected)
     se_closed = math.sqrt(1 / (100 * 0.002 * 182) + 1 / (100 * 0.002 * 182 * 0.6))
     assert s["median_std_error"] == pytest.approx(se_closed, rel=0.08)
-    assert s["mde_80"] == pytest.approx(1 - math.exp(-2.8016 * se_closed), rel=0.08)
+    # the normal-approximation cross-check (the MDE itself comes from a grid: test_power.py)
+    assert s["mde_80_normal"] == pytest.approx(1 - math.exp(-2.8016 * se_closed), rel=0.08)
 
 
 def _claim_on_simulated(rate_ratio, n, seed):

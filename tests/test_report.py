@@ -99,7 +99,14 @@ def custom_study(tmp_path_factory) -> Path:
                 "model": "quasipoisson_rate",
             }
         ],
-        "power": {"replicates": 10, "chunk_size": 10, "seed": 7, "alpha": 0.05},
+        "power": {
+            "replicates": 10,
+            "chunk_size": 10,
+            "seed": 7,
+            "alpha": 0.05,
+            "mde_grid": [0.2, 0.4, 0.6],
+            "grid_replicates": 10,
+        },
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     proc = run_workflow(run, env={"PYTHONPATH": str(code / "src")})

@@ -50,7 +50,16 @@ def _config(run: Path) -> dict:
     config["adjust_for"] = ["age"]
     config["claims"][0]["model"] = "nb"
     config["claims"][1]["model"] = "pain"
-    config["power"] = {"replicates": 8, "chunk_size": 4, "seed": 7, "alpha": 0.05}
+    config["power"] = {
+        "replicates": 8,
+        "chunk_size": 4,
+        "seed": 7,
+        "alpha": 0.05,
+        "mde_grid": [0.2, 0.4, 0.6],
+        "grid_replicates": 4,
+        "pain_replicates": 2,
+        "informative_dropout_link": 1.0,
+    }
     config["bootstrap"] = {"replicates": 8, "chunk_size": 4, "seed": 7, "bca": False}
     return config
 
@@ -102,14 +111,16 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
     run = _new_run(tmp_path, "run", config)
     assert planned_jobs(run) == {}
 
-    # 1. A claim's claimed value: its power simulation, the claims, the report and manifest.
+    # 1. A claim's claimed value: its power simulation (with informative dropout; not its MDE
+    #    grid, which does not depend on the claimed value), the claims, the report and manifest.
     config["claims"][0]["claimed"] = 0.6
     _write(run, config)
-    assert planned_jobs(run) == {"power_chunk": 2, "power_summary": 1, **PLANNED}
+    claim_power = {"power_chunk": 2, "power_informative": 2, "power_summary": 1}
+    assert planned_jobs(run) == {**claim_power, **PLANNED}
     # ... but not its statement, which only the claims table and the report show.
     config["claims"][0]["statement"] = "Re-education cut episodes by 60%."
     _write(run, config)
-    assert planned_jobs(run) == {"power_chunk": 2, "power_summary": 1, **PLANNED}
+    assert planned_jobs(run) == {**claim_power, **PLANNED}
     assert _snakemake(run).returncode == 0
     config["claims"][0]["statement"] = "Re-education cut episodes by 60% over six months."
     _write(run, config)
@@ -117,7 +128,8 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
     assert _snakemake(run).returncode == 0
 
     # 2. exclude_episode_time: derive, every model reading a derived dataset (not the pain
-    #    model), the power design and simulations, sensitivity, claims, report, manifest.
+    #    model, nor the pain claim's power), the power design and the rate claim's simulations
+    #    (its MDE grid included), sensitivity, claims, report, manifest.
     config["exclude_episode_time"] = True
     _write(run, config)
     fitted = 1 + 2 + 2 + 2  # km, ag(+adj), pwp_gap(+adj), nb(+adj)
@@ -129,6 +141,8 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
         "estimates": 1,
         "power_design": 1,
         "power_chunk": 2,
+        "power_informative": 2,
+        "power_grid": 3,
         "power_summary": 1,
         "sensitivity": 1,
         "bootstrap_chunk": 2,  # the claim's model, refitted on resampled participants
@@ -145,6 +159,22 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
     config["models"][2]["options"] = {"timescale": "gap", "ties": "breslow"}
     _write(run, config)
     assert planned_jobs(run) == {"fit_model": 2, "estimates": 1, "sensitivity": 1, **PLANNED}
+    assert _snakemake(run).returncode == 0
+    assert planned_jobs(run) == {}
+
+    # 4. The power settings: the MDE grid re-runs the grid points whose reduction changed and
+    #    the summaries reading them; the dropout link, the informative replicates.
+    config["power"]["mde_grid"] = [0.2, 0.4, 0.7]
+    _write(run, config)
+    assert planned_jobs(run) == {"power_grid": 1, "power_summary": 1, **TAIL}
+    config["power"]["informative_dropout_link"] = 2.0
+    _write(run, config)
+    assert planned_jobs(run) == {
+        "power_grid": 1,
+        "power_informative": 2,
+        "power_summary": 1,
+        **TAIL,
+    }
     assert _snakemake(run).returncode == 0
     assert planned_jobs(run) == {}
 

@@ -4,6 +4,12 @@ Generative model (all times in days from enrolment):
 - participants are randomised 1:1 (a random permutation of a balanced allocation);
 - covariates: age, sex, baseline pain (NRS), prior episodes;
 - planned follow-up `followup_days`; a fraction `dropout` leaves at a uniform time before that;
+  with `dropout_frailty_link` (``k``, default 0: dropout unrelated to the frailty) dropout is
+  informative: the follow-up lengths drawn above are reassigned among participants in the order
+  of latent dropout times ``E / frailty**k`` (``E`` standard exponential, from a separate random
+  stream), i.e. a dropout hazard proportional to ``frailty**k``. The distribution of follow-up
+  and the share leaving early are unchanged; who leaves early is not (the episode-prone leave
+  first when ``k > 0``). With ``frailty_var = 0`` it has no effect;
 - episodes form a recurrent-event process whose intensity while at risk is
   ``rate * rr**arm * exp(x'beta) * frailty`` with a gamma frailty of mean 1 and variance
   `frailty_var` (overdispersion). After an episode's onset the participant is in the episode
@@ -73,6 +79,9 @@ class SimulationParams:
     # is the one the model estimates.
     risk_during_episodes: bool = False
     washout_days: int = 0
+    # Informative dropout: a dropout hazard proportional to frailty**dropout_frailty_link
+    # (0: dropout unrelated to the frailty, today's behaviour). See the module docstring.
+    dropout_frailty_link: float = 0.0
 
 
 PRESETS: dict[str, dict] = {"demo": {}}
@@ -80,6 +89,22 @@ PRESETS: dict[str, dict] = {"demo": {}}
 
 def _centre_age(age: np.ndarray) -> np.ndarray:
     return (age - 25.0) / 10.0
+
+
+def _informative_followup(
+    p: SimulationParams, fu_days: np.ndarray, frailty: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Follow-up lengths reassigned so that dropout rises with the frailty: the shortest go to
+    the participants with the earliest latent dropout time ``E / frailty**link`` (a dropout
+    hazard proportional to ``frailty**link``). The multiset of lengths is kept. The latent
+    times come from a stream of their own (seeded ``[seed, 1]``), so the main stream's draws
+    (arms, covariates, frailties) are those of the same seed without informative dropout."""
+    side = np.random.default_rng([p.seed, 1])
+    latent = side.exponential(1.0, fu_days.size) / frailty**p.dropout_frailty_link
+    out = np.empty_like(fu_days)
+    out[np.argsort(latent, kind="stable")] = np.sort(fu_days, kind="stable")
+    planned = p.followup_days if p.followup_sample is None else max(p.followup_sample)
+    return out, out < planned
 
 
 def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
@@ -106,14 +131,20 @@ def simulate_cohort(params: SimulationParams) -> dict[str, pd.DataFrame]:
     fu_days = np.where(leaves, leave_day, p.followup_days)
     if p.followup_sample is not None:
         fu_days = rng.choice(np.asarray(p.followup_sample, dtype=int), n)
+    u_reason = rng.random(n)
     reason = np.where(
-        leaves, np.where(rng.random(n) < 0.5, "withdrawn", "lost_to_followup"), "completed"
+        leaves, np.where(u_reason < 0.5, "withdrawn", "lost_to_followup"), "completed"
     )
 
     if p.frailty_var > 0:
         frailty = rng.gamma(1.0 / p.frailty_var, p.frailty_var, n)
     else:
         frailty = np.ones(n)
+    if p.dropout_frailty_link != 0 and p.frailty_var > 0:
+        fu_days, leaves = _informative_followup(p, fu_days, frailty)
+        reason = np.where(
+            leaves, np.where(u_reason < 0.5, "withdrawn", "lost_to_followup"), "completed"
+        )
     linpred = (
         p.beta_age_per_10y * _centre_age(age)
         + p.beta_prior_episode * (prior - 1.5)
@@ -249,6 +280,7 @@ def truth(params: SimulationParams) -> dict:
             "baseline_pain_per_point": params.beta_baseline_pain,
         },
         "pain_reduction_at_week_6": dict(params.pain_reduction),
+        "dropout_frailty_link": params.dropout_frailty_link,
         "notes": (
             "The intensity applies to at-risk time, i.e. outside episodes; with "
             "exclude_episode_time: true the counting-process models estimate rate_ratio "

@@ -1,4 +1,14 @@
-# Claims: power by simulation in parallel chunks of replicates, then each claim evaluated.
+# Claims: power by simulation in parallel chunks of replicates (the claim's, an MDE grid of
+# simulated reductions, informative dropout; refits of the pain model for pain claims), then
+# each claim evaluated.
+
+
+wildcard_constraints:
+    claim=r"[A-Za-z0-9_-]+",
+    chunk=r"\d+",
+    point=r"\d+",
+
+
 rule power_design:
     input:
         participants="results/validated/participants.parquet",
@@ -25,8 +35,6 @@ rule power_chunk:
         "logs/power/{claim}/chunk_{chunk}.log",
     benchmark:
         "results/benchmarks/power/{claim}_{chunk}.tsv"
-    wildcard_constraints:
-        chunk=r"\d+",
     conda:
         "../envs/recurstudy.yaml"
     threads: 1
@@ -38,14 +46,97 @@ rule power_chunk:
         seed=POWER["seed"],
         chunk_size=POWER["chunk_size"],
         replicates=POWER["replicates"],
+        dropout_link=0.0,
         code=power_claim_code,
     script:
         "../scripts/power_chunk.py"
 
 
+# The claim's replicates again (same seeds, so the comparison is paired) with a dropout hazard
+# proportional to frailty ** informative_dropout_link.
+rule power_informative:
+    input:
+        "results/power/design.json",
+    output:
+        "results/power/{claim}/informative_chunk_{chunk}.csv",
+    log:
+        "logs/power/{claim}/informative_chunk_{chunk}.log",
+    benchmark:
+        "results/benchmarks/power/{claim}_informative_{chunk}.tsv"
+    conda:
+        "../envs/recurstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        inputs=power_claim_inputs,
+        seed=POWER["seed"],
+        chunk_size=POWER["chunk_size"],
+        replicates=POWER["replicates"],
+        dropout_link=DROPOUT_LINK,
+        code=power_claim_code,
+    script:
+        "../scripts/power_chunk.py"
+
+
+# One point of the minimum-detectable-effect grid: grid_replicates replicates simulated under
+# the reduction mde_grid[point], seeded apart from the claim's own replicates.
+rule power_grid:
+    input:
+        "results/power/design.json",
+    output:
+        "results/power/{claim}/grid_{point}.csv",
+    log:
+        "logs/power/{claim}/grid_{point}.log",
+    benchmark:
+        "results/benchmarks/power/{claim}_grid_{point}.tsv"
+    conda:
+        "../envs/recurstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        inputs=power_grid_inputs,
+        reduction=power_grid_reduction,
+        seed=power_grid_seed,
+        replicates=POWER["grid_replicates"],
+        code=power_claim_code,
+    script:
+        "../scripts/power_grid.py"
+
+
+# A pain claim: NRS trajectories from the fitted pain model under the claimed reduction, refitted.
+rule power_pain_chunk:
+    input:
+        participants="results/validated/participants.parquet",
+        fit=pain_model_fit,
+    output:
+        "results/power/{claim}/pain_chunk_{chunk}.csv",
+    log:
+        "logs/power/{claim}/pain_chunk_{chunk}.log",
+    benchmark:
+        "results/benchmarks/power/{claim}_pain_{chunk}.tsv"
+    conda:
+        "../envs/recurstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        inputs=pain_claim_inputs,
+        seed=POWER["seed"],
+        chunk_size=POWER["chunk_size"],
+        replicates=POWER["pain_replicates"],
+        code=power_claim_code,
+    script:
+        "../scripts/power_pain_chunk.py"
+
+
 rule power_summary:
     input:
-        expand("results/power/{{claim}}/chunk_{chunk}.csv", chunk=range(N_CHUNKS)),
+        unpack(power_summary_inputs),
     output:
         "results/power/{claim}.json",
     log:
@@ -55,6 +146,8 @@ rule power_summary:
     params:
         claimed=power_claimed,
         alpha=POWER["alpha"],
+        kind=power_kind,
+        dropout_link=power_summary_link,
         code=POWER_CODE,
     script:
         "../scripts/power_summary.py"

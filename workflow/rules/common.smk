@@ -8,7 +8,13 @@ from recurstudy.config import ConfigError, validate_config
 from recurstudy.contract import DATASETS
 from recurstudy.models import get_model, model_specs
 from recurstudy.plan import plan_path
-from recurstudy.power import POWER_METRICS, power_inputs
+from recurstudy.power import (
+    PAIN_METRICS,
+    POWER_METRICS,
+    grid_seed,
+    pain_power_inputs,
+    power_inputs,
+)
 from recurstudy.settings import (
     model_source_hash,
     source_hash,
@@ -121,11 +127,18 @@ def manifest_inputs(wildcards):
     return targets + ["reports/report.html"]
 
 
-# Claims (claims.smk): power by simulation for rate and hazard claims.
+# Claims (claims.smk): power by simulation for rate, hazard and pain claims.
 POWER = config["power"]
 CLAIMS = {c["id"]: c for c in config["claims"]}
-POWER_CLAIMS = [i for i, c in CLAIMS.items() if c["metric"] in POWER_METRICS]
+RATE_POWER_CLAIMS = [i for i, c in CLAIMS.items() if c["metric"] in POWER_METRICS]
+PAIN_POWER_CLAIMS = [i for i, c in CLAIMS.items() if c["metric"] in PAIN_METRICS]
+POWER_CLAIMS = (
+    RATE_POWER_CLAIMS + PAIN_POWER_CLAIMS
+)  # every claim with results/power/{id}.json
 N_CHUNKS = -(-POWER["replicates"] // POWER["chunk_size"])
+N_PAIN_CHUNKS = -(-POWER["pain_replicates"] // POWER["chunk_size"])
+MDE_GRID = [float(r) for r in POWER["mde_grid"]]
+DROPOUT_LINK = float(POWER["informative_dropout_link"])
 POWER_CODE = source_hash("recurstudy.power")
 
 
@@ -134,10 +147,71 @@ def power_claim_inputs(wildcards):
     return json.dumps(power_inputs(CLAIMS[wildcards.claim], config), sort_keys=True)
 
 
-def power_claim_code(wildcards):
+def power_grid_inputs(wildcards):
+    """The claim's simulation inputs without the claimed value (the grid does not use it)."""
     inputs = power_inputs(CLAIMS[wildcards.claim], config)
-    return POWER_CODE + model_source_hash(inputs["spec"]["kind"])
+    inputs.pop("claimed")
+    return json.dumps(inputs, sort_keys=True)
+
+
+def power_grid_reduction(wildcards):
+    return MDE_GRID[int(wildcards.point)]
+
+
+def power_grid_seed(wildcards):
+    return grid_seed(POWER["seed"], int(wildcards.point))
+
+
+def power_claim_code(wildcards):
+    claim = CLAIMS[wildcards.claim]
+    if claim["metric"] in PAIN_METRICS:
+        kind = pain_power_inputs(claim, config)["spec"]["kind"]
+    else:
+        kind = power_inputs(claim, config)["spec"]["kind"]
+    return POWER_CODE + model_source_hash(kind)
+
+
+def pain_claim_inputs(wildcards):
+    """What a pain claim's simulation depends on (claimed value, week, contrast, model)."""
+    return json.dumps(
+        pain_power_inputs(CLAIMS[wildcards.claim], config), sort_keys=True
+    )
+
+
+def pain_model_fit(wildcards):
+    """The claim's fitted pain model (its extras: means by arm and week, variance components)."""
+    return f"results/models/{pain_power_inputs(CLAIMS[wildcards.claim], config)['spec']['name']}"
+
+
+def power_summary_inputs(wildcards):
+    """A pain claim's replicates; or a rate or hazard claim's replicates, MDE grid points and
+    (with informative_dropout_link other than 0) its informative-dropout replicates."""
+    claim = wildcards.claim
+    if claim in PAIN_POWER_CLAIMS:
+        return {
+            "reps": expand(
+                f"results/power/{claim}/pain_chunk_{{c}}.csv", c=range(N_PAIN_CHUNKS)
+            )
+        }
+    inputs = {
+        "reps": expand(f"results/power/{claim}/chunk_{{c}}.csv", c=range(N_CHUNKS)),
+        "grid": expand(f"results/power/{claim}/grid_{{p}}.csv", p=range(len(MDE_GRID))),
+    }
+    if DROPOUT_LINK != 0:
+        inputs["informative"] = expand(
+            f"results/power/{claim}/informative_chunk_{{c}}.csv", c=range(N_CHUNKS)
+        )
+    return inputs
 
 
 def power_claimed(wildcards):
     return float(CLAIMS[wildcards.claim]["claimed"])
+
+
+def power_kind(wildcards):
+    return "pain" if wildcards.claim in PAIN_POWER_CLAIMS else "rate"
+
+
+def power_summary_link(wildcards):
+    """The informative-dropout link a rate or hazard claim's summary reports (None: pain)."""
+    return None if wildcards.claim in PAIN_POWER_CLAIMS else DROPOUT_LINK
