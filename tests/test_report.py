@@ -726,3 +726,19 @@ def test_custom_study_words_and_escaping(custom_study):
     assert "Age (years), mean (SD)" in set(t1["characteristic"])
     start = t1.index[t1["characteristic"] == "Site"][0]
     assert list(t1["level"].iloc[start + 1 : start + 5]) == ["inst1", "inst2", "inst10", "inst11"]
+
+
+def test_plan_line_states_prespecification():
+    from recurstudy import plan
+
+    config = {"claims": [], "models": []}
+    assert text.plan_line(plan.status(config, None)) == (
+        "**Not pre-specified\\: no plan was locked.**"
+    )
+    locked = {
+        "prespecified": True,
+        "sha256": "ab" * 32,
+        "statement": "pre-specified: plan locked on 2026-11-30",
+    }
+    line = text.plan_line(locked)
+    assert line.startswith("**Pre-specified\\: plan locked on 2026-11-30** (plan SHA-256 abab")

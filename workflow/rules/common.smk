@@ -110,7 +110,10 @@ def report_inputs(wildcards):
         "extras": expand("results/models/{name}", name=list(SPECS)),
         "claims": "results/claims.csv",
         "plan": "results/plan_status.json",
-        "sensitivity": [p for p in SENSITIVITY if produced_by_workflow(p)],
+        "sensitivity": [p for p in SENSITIVITY if produced_by_workflow(p)]
+        + ["results/sensitivity/agreement.csv"],
+        # scale_common.smk (included later; this function runs when the DAG is built)
+        "scale": CLUSTER_TARGETS + SITE_TARGETS,
     }
     if POWER_CLAIMS:
         inputs["power"] = ["results/power/design.json"] + expand(

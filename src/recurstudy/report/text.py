@@ -51,10 +51,11 @@ def plan_line(status: Mapping[str, Any] | None) -> str:
     matches: "pre-specified: plan locked on DATE") or not, with what changed."""
     if not status:
         return "**Not pre-specified**: no plan status was recorded for this run."
-    text = md_text(str(status.get("statement", "")))
+    statement = str(status.get("statement", "")) or "not pre-specified"
+    text = md_text(statement[:1].upper() + statement[1:])
     if status.get("prespecified"):
-        return f"**Pre-specified**: {text} (plan SHA-256 {md_text(str(status['sha256'])[:12])})."
-    return f"**Not pre-specified**: {text}."
+        return f"**{text}** (plan SHA-256 {md_text(str(status['sha256'])[:12])})."
+    return f"**{text}.**"
 
 
 def agreement_sentence(agreement: pd.DataFrame | None, claim_id: str) -> str:
