@@ -742,3 +742,13 @@ def test_plan_line_states_prespecification():
     }
     line = text.plan_line(locked)
     assert line.startswith("**Pre-specified\\: plan locked on 2026-11-30** (plan SHA-256 abab")
+
+
+def test_methods_state_the_verdict_and_multiplicity_rules():
+    config = load_config(REPO / "config/config.yaml")
+    methods = text.methods_paragraph(config)
+    assert "Verdict rule" in methods and "90% interval lies within c ± m" in methods
+    assert "*larger than claimed*" in methods and "*contradicted*" in methods
+    assert "Holm's step-down correction" in methods
+    config["multiplicity"] = "fixed_sequence"
+    assert "fixed sequence" in text.methods_paragraph(config)

@@ -545,6 +545,7 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
                     if finite(getattr(r, "conf_low_90", None))
                     else ""
                 ),
+                "interval": r.interval if isinstance(getattr(r, "interval", None), str) else "",
                 "p (no effect)": fmt_p(r.p_value_no_effect),
                 "p (TOST)": fmt_p(getattr(r, "p_value_tost", None)),
                 "p (adjusted)": fmt_p(getattr(r, "p_value_adjusted", None)),

@@ -204,11 +204,12 @@ def methods_paragraph(
     if claims:
         power = config.get("power") or {}
         tail.append(
-            f"{len(claims)} claim(s) were compared with the estimates (verdict rules in "
-            "recurstudy.claims); power to detect each claimed rate or hazard reduction was "
-            f"estimated from {power.get('replicates', '?')} simulated replicates of this design "
-            f"(seed {power.get('seed', '?')}, two-sided alpha {power.get('alpha', 0.05)})."
+            f"{len(claims)} claim(s) were compared with the estimates; power to detect each "
+            f"claimed reduction was estimated from {power.get('replicates', '?')} simulated "
+            f"replicates of this design (seed {power.get('seed', '?')}, two-sided alpha "
+            f"{power.get('alpha', 0.05)})."
         )
+    blocks_rule = [VERDICT_RULE, multiplicity_rule(config)] if claims else []
     tail.append(
         f"Counts of fewer than {config.get('min_cell', 5)} participants are suppressed, with "
         "secondary suppression where totals would reveal them."
@@ -219,8 +220,41 @@ def methods_paragraph(
     blocks = [" ".join(intro)]
     if items:
         blocks.append("Models:\n\n" + "\n".join(items))
+    blocks.extend(blocks_rule)
     blocks.append(" ".join(tail))
     return "\n\n".join(blocks)
+
+
+VERDICT_RULE = (
+    "Verdict rule (pre-specified in recurstudy.claims). With c the claimed reduction, m the "
+    "equivalence margin (default 0.10 on the reduction scale) and Wald intervals on the "
+    "estimate's working scale (the log ratio for rate and hazard claims):\n\n"
+    "1. *not estimable*: the model did not converge or gave no estimate or standard error;\n"
+    "2. *supported*: the 90% interval lies within c ± m (two one-sided tests at 5%, TOST); "
+    "for a secondary claim the multiplicity-adjusted TOST p-value must be below 0.05;\n"
+    "3. *larger than claimed*: the whole 95% interval lies above c;\n"
+    "4. *smaller than claimed*: the whole 95% interval lies below c and excludes no effect;\n"
+    "5. *contradicted*: the whole 95% interval lies below c and includes no effect;\n"
+    "6. *consistent but imprecise*: c lies inside the 95% interval, which is too wide for "
+    "*supported*."
+)
+
+
+def multiplicity_rule(config: Mapping[str, Any]) -> str:
+    """The multiplicity rule of this study's claims, in one paragraph."""
+    method = str(config.get("multiplicity") or "holm")
+    how = (
+        "in the declared order (fixed sequence: each claim's adjusted p-value is the largest "
+        "TOST p-value of the claims up to it, the primary included)"
+        if method == "fixed_sequence"
+        else "with Holm's step-down correction among themselves, gated by the primary (adjusted "
+        "p-value = max(Holm p-value, the primary's p-value))"
+    )
+    return (
+        "Multiplicity. One claim is primary (marked `primary: true`, else the first) and is "
+        f"tested at 5%; the secondary claims are tested {how}. Every other ratio model is "
+        "shown as a sensitivity analysis of each rate or hazard claim."
+    )
 
 
 # ------------------------------------------------------------------------------ captions
