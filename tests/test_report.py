@@ -468,6 +468,11 @@ def test_table1_labels_and_natural_order():
     assert chars[:3] == ["Site", "Age at entry (years), mean (SD)", "sex"]
     site = t["level"].iloc[1:5].tolist()
     assert site == ["inst1", "inst2", "inst10", "inst11"]
+    # or in the order the config gives (the rest after, in natural order)
+    config["study"]["labels"]["site"] = {"label": "Centre", "levels": ["inst11", "inst2"]}
+    t = tables.table1(p, config)
+    assert t["characteristic"].iloc[0] == "Centre"
+    assert t["level"].iloc[1:5].tolist() == ["inst11", "inst2", "inst1", "inst10"]
 
 
 EXACERBATION = {

@@ -451,13 +451,22 @@ def sensitivity_agreement(
 def add_power(table: pd.DataFrame, power: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Join each claim's simulated power (power, Monte Carlo SE, minimum detectable effect)."""
     out = table.copy()
-    keys = ["power", "power_mc_se", "mde_80", "mde_80_mc_se", "replicates"]
+    keys = [
+        "power",
+        "power_mc_se",
+        "mde_80",
+        "mde_80_mc_se",
+        "mde_80_normal",
+        "mde_80_note",
+        "power_informative_dropout",
+        "power_informative_dropout_mc_se",
+        "informative_dropout_link",
+        "replicates",
+    ]
     for key in keys:
         out[key] = [power.get(cid, {}).get(key) for cid in out["claim_id"]]
     out["power_note"] = [
-        power[cid].get("note", "")
-        if cid in power
-        else "power by simulation covers rate and hazard claims"
+        power[cid].get("note", "") if cid in power else "no power simulation for this claim"
         for cid in out["claim_id"]
     ]
     return out

@@ -200,6 +200,18 @@ def covariate_label(config: dict[str, Any], name: str) -> str:
     return f"{label} ({unit})" if unit else label
 
 
+def level_order(config: dict[str, Any], name: str, values) -> list:
+    """The categories of covariate `name` in display order: those listed under
+    ``study.labels.<name>.levels`` first, in that order, then the rest in natural order
+    (``inst2`` before ``inst10``)."""
+    from recurstudy.contract import natural_sorted
+
+    entry = ((config.get("study") or {}).get("labels") or {}).get(name) or {}
+    present = natural_sorted(values)
+    given = [v for v in (entry.get("levels") or []) if v in set(present)]
+    return given + [v for v in present if v not in set(given)]
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file, validate it and fill in defaults."""
     path = Path(path)

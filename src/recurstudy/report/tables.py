@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from recurstudy.config import covariate_label, study_text
-from recurstudy.contract import ARM, ID, arm_labels, intervention_term, natural_sorted
+from recurstudy.config import covariate_label, level_order, study_text
+from recurstudy.contract import ARM, ID, arm_labels, intervention_term
 from recurstudy.models.base import ExtraTable, ModelDescription, ModelSpec
 from recurstudy.report.disclosure import (
     SUPPRESSED,
@@ -379,9 +379,9 @@ def table1(
     headers = {name: f"{name} (N={fmt_count(n, min_cell)})" for name, n in n_arm.items()}
     rows: list[dict[str, str]] = []
 
-    def categorical(label: str, series: pd.Series) -> None:
+    def categorical(label: str, series: pd.Series, column: str = "") -> None:
         s = series.astype("object").where(series.notna(), "missing").astype(str)
-        levels = natural_sorted(set(s) - {"missing"})
+        levels = level_order(dict(config), column, set(s) - {"missing"})
         levels += ["missing"] if (s == "missing").any() else []
         values = {}
         for lev in levels:
@@ -428,13 +428,15 @@ def table1(
             rows.append(row)
 
     if "site" in df:
-        categorical("Site", df["site"])
+        has_label = "site" in ((config.get("study") or {}).get("labels") or {})
+        site_label = covariate_label(dict(config), "site") if has_label else "Site"
+        categorical(site_label, df["site"], "site")
     for col, ctype in (config.get("covariates") or {}).items():
         if col not in df:
             continue
         label = covariate_label(dict(config), col)
         if ctype in ("categorical", "boolean"):
-            categorical(label, df[col])
+            categorical(label, df[col], col)
         else:
             integer = ctype == "integer" or pd.api.types.is_integer_dtype(df[col])
             numeric(label, df[col], integer)
@@ -567,6 +569,8 @@ POWER_COLUMNS = [
     "power_mc_se",
     "mde_80",
     "mde_80_mc_se",
+    "mde_80_normal",
+    "power_informative_dropout",
     "replicates",
 ]
 
