@@ -23,9 +23,10 @@ report: venv
 test: venv browser
 	$(BIN)/python -m pytest -q
 
-# Everything that does not need a whole workflow run (the development loop: under a minute).
+# Everything that does not need a whole workflow run (the development loop: under a minute),
+# spread over the machine's cores with pytest-xdist.
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not workflow" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not workflow" -p no:cacheprovider -n auto
 
 # The demo on a real single-node SLURM cluster that the test starts on this machine
 # (tests/cluster/start_slurm.sh), compared byte for byte with a local run. Installs Debian's
