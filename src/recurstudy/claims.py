@@ -406,9 +406,9 @@ def sensitivity_agreement(
     that claim: its reduction and 95% interval, whether it agrees (same direction as the
     claim's estimate, claim inside its interval) and the verdict the same rule would give it
     (unadjusted, the claim's margin)."""
-    from recurstudy.models import get_model, model_specs
+    from recurstudy.models import described_models
 
-    described = {s.name: get_model(s.kind).describe(s) for s in model_specs(config)}
+    described = described_models(config)
     term = intervention_term(config)
     arm = estimates[(estimates["term"] == term)].drop_duplicates("model").set_index("model")
     rows = []

@@ -6,6 +6,7 @@ workflow and the library see identical defaults.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ class ConfigError(Exception):
 RESERVED_COLUMNS = contract.RESERVED_COLUMNS
 
 
+@cache
 def schema() -> dict[str, Any]:
-    """The config schema (config/schema.yaml)."""
+    """The config schema (config/schema.yaml), read once; callers must not modify it."""
     return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
@@ -139,7 +141,7 @@ def _model_and_claim_errors(config: dict[str, Any]) -> list[str]:
     configured model that can serve its metric."""
     from recurstudy.claims import DEFAULT_MODEL
     from recurstudy.formula import FormulaError, check_formula
-    from recurstudy.models import get_model, model_specs
+    from recurstudy.models import described_models
 
     lines = []
     names = ["arm", *config.get("covariates", {})]
@@ -155,28 +157,23 @@ def _model_and_claim_errors(config: dict[str, Any]) -> list[str]:
     if lines:
         return lines
     try:
-        specs = {spec.name: spec for spec in model_specs(config)}
+        described = described_models(config)
     except (KeyError, ValueError) as exc:
         return [f"models: {exc.args[0]}"]
     for i, claim in enumerate(config.get("claims", [])):
         model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
         where = f"claims[{i}] ('{claim['id']}')"
-        if model not in specs:
+        if model not in described:
             lines.append(
                 f"{where}: reads model '{model}', which is not among the configured models "
-                f"({', '.join(sorted(specs))})"
+                f"({', '.join(sorted(described))})"
             )
             continue
-        described = get_model(specs[model].kind).describe(specs[model])
-        if claim["metric"] not in described.claim_metrics:
-            serve = sorted(
-                n
-                for n, s in specs.items()
-                if claim["metric"] in get_model(s.kind).describe(s).claim_metrics
-            )
+        if claim["metric"] not in described[model].claim_metrics:
+            serve = sorted(n for n, d in described.items() if claim["metric"] in d.claim_metrics)
             lines.append(
                 f"{where}: metric {claim['metric']} cannot be read from model '{model}' "
-                f"({described.title}); models that serve it: {', '.join(serve) or 'none'}"
+                f"({described[model].title}); models that serve it: {', '.join(serve) or 'none'}"
             )
     return lines
 

@@ -167,6 +167,20 @@ REPLICATE_COLUMNS = [
 ]
 
 
+def _replicate_row(r: int, seed: int, reduction: float, est: Any, converged: bool) -> dict:
+    """One replicate's row: its seed, the simulated reduction and the fitted intervention
+    estimate, SE and p-value (missing when the fit gave none)."""
+    return {
+        "replicate": r,
+        "seed": seed + r,
+        "reduction": reduction,
+        "estimate": np.nan if est is None else est["estimate"],
+        "std_error": np.nan if est is None else est["std_error"],
+        "p_value": np.nan if est is None else est["p_value"],
+        "converged": converged,
+    }
+
+
 def simulate_replicates(
     claim: dict[str, Any],
     design: dict[str, Any],
@@ -216,17 +230,7 @@ def simulate_from_inputs(
         res = fit_spec(spec, data)
         row = res.table[res.table["term"] == spec.intervention_term]
         est = row.iloc[0] if len(row) else None
-        rows.append(
-            {
-                "replicate": r,
-                "seed": seed + r,
-                "reduction": red,
-                "estimate": np.nan if est is None else est["estimate"],
-                "std_error": np.nan if est is None else est["std_error"],
-                "p_value": np.nan if est is None else est["p_value"],
-                "converged": bool(res.converged and est is not None),
-            }
-        )
+        rows.append(_replicate_row(r, seed, red, est, bool(res.converged and est is not None)))
     return pd.DataFrame(rows, columns=REPLICATE_COLUMNS)
 
 
@@ -617,17 +621,7 @@ def simulate_pain_from_inputs(
         tables = simulate_pain_cohort(design, pain, ctrl, intv, spec.arms, seed + r)
         res = fit_spec(spec, tables)
         est = _pain_estimate(res, spec, week, contrast) if res.converged else None
-        rows.append(
-            {
-                "replicate": r,
-                "seed": seed + r,
-                "reduction": claimed,
-                "estimate": np.nan if est is None else est["estimate"],
-                "std_error": np.nan if est is None else est["std_error"],
-                "p_value": np.nan if est is None else est["p_value"],
-                "converged": est is not None,
-            }
-        )
+        rows.append(_replicate_row(r, seed, claimed, est, est is not None))
     return pd.DataFrame(rows, columns=PAIN_COLUMNS)
 
 

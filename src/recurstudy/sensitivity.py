@@ -87,9 +87,9 @@ def forest(
     """One row per ratio model with its intervention estimate (ratio scale), its description
     (title, effect measure, estimand group) and its E-value (see :func:`e_value_row`).
     `control_risk` is the control arm's proportion with at least one episode."""
-    from recurstudy.models import get_model, model_specs
+    from recurstudy.models import described_models
 
-    described = {s.name: get_model(s.kind).describe(s) for s in model_specs(config)}
+    described = described_models(config)
     rows = estimates[estimates["term"] == intervention_term(config)].copy()
     rows = rows[[bool(described.get(m) and described[m].ratio) for m in rows["model"]]]
     rows["adjusted"] = rows["model"].str.endswith("_adjusted")

@@ -23,6 +23,7 @@ from recurstudy.models.base import (
     REGISTRY,
     TIDY_COLUMNS,
     Model,
+    ModelDescription,
     ModelResult,
     ModelSpec,
     NotEstimable,
@@ -36,6 +37,7 @@ __all__ = [
     "ModelResult",
     "ModelSpec",
     "NotEstimable",
+    "described_models",
     "OptionError",
     "fit_spec",
     "get_model",
@@ -103,6 +105,12 @@ def model_specs(config: dict[str, Any]) -> list[ModelSpec]:
     if dup:
         raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
     return specs
+
+
+def described_models(config: dict[str, Any]) -> dict[str, ModelDescription]:
+    """Every configured model (adjusted variants included, in config order) by name, with the
+    description its kind gives for its options."""
+    return {s.name: get_model(s.kind).describe(s) for s in model_specs(config)}
 
 
 def fit_spec(spec: ModelSpec, data: dict[str, pd.DataFrame | None]) -> ModelResult:
