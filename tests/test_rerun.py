@@ -134,9 +134,7 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
     _write(run, config)
     fitted = 1 + 2 + 2 + 2  # km, ag(+adj), pwp_gap(+adj), nb(+adj)
     assert planned_jobs(run) == {
-        "derive_first_episode": 1,
-        "derive_counting_process": 1,
-        "derive_counts": 1,
+        "derive": 1,
         "fit_model": fitted,
         "estimates": 1,
         "power_design": 1,

@@ -58,10 +58,6 @@ def _base(participants: pd.DataFrame, config: dict) -> pd.DataFrame:
     return base
 
 
-def _days(later: pd.Series, earlier: pd.Series) -> np.ndarray:
-    return ((later - earlier) / np.timedelta64(1, "D")).to_numpy()
-
-
 def at_risk_rules(config: dict) -> tuple[bool, int]:
     """(episode time excluded from the time at risk, washout days after each resolution).
 
@@ -76,73 +72,121 @@ def at_risk_rules(config: dict) -> tuple[bool, int]:
 class _Layout:
     """Each participant's episodes in days since enrolment, split into those under way at
     enrolment (not events) and those after it (events), and the day each participant's time at
-    risk begins (``entry``: the latest resolution + washout of an episode under way, else 0)."""
+    risk begins (``entry``: the latest resolution + washout of an episode under way, else 0).
+
+    Participants are addressed by their row position in ``participants`` (``pos``), never by the
+    id string: every grouping and lookup is an integer operation (``np.bincount``,
+    ``np.maximum.at``, fancy indexing). Grouping and mapping on the object-dtype id column
+    (hash tables, uniqueness checks, string sorts) took most of the derive time at 1M
+    participants (benchmarks/run.py).
+    """
 
     def __init__(self, participants: pd.DataFrame, episodes: pd.DataFrame, config: dict):
         self.exclude, self.washout = at_risk_rules(config)
-        p = participants[[ID, "enrolled_on", "followup_end"]]
-        cols = [ID, "onset_on", *(["resolved_on"] if "resolved_on" in episodes.columns else [])]
-        ep = episodes[cols].merge(p, on=ID, how="inner", validate="m:1")
-        if "resolved_on" not in ep.columns:  # an absent column: every episode unresolved
-            ep["resolved_on"] = pd.Series(pd.NaT, index=ep.index, dtype="datetime64[ns]")
-        ep = ep.sort_values([ID, "onset_on"], kind="mergesort").reset_index(drop=True)
-        onset = _days(ep["onset_on"], ep["enrolled_on"])
-        fu = _days(ep["followup_end"], ep["enrolled_on"])
+        n = len(participants)
+        enrolled = participants["enrolled_on"].to_numpy(dtype="datetime64[ns]")
+        self.fu_days = _days_np(participants["followup_end"].to_numpy("datetime64[ns]"), enrolled)
+        pos = pd.Index(participants[ID]).get_indexer(episodes[ID])
+        known = pos >= 0  # episodes of unknown participants (rejected by validation) are ignored
+        pos = pos[known]
+        onset_on = episodes["onset_on"].to_numpy(dtype="datetime64[ns]")[known]
+        if "resolved_on" in episodes.columns:
+            resolved_on = episodes["resolved_on"].to_numpy(dtype="datetime64[ns]")[known]
+        else:  # an absent column: every episode unresolved
+            resolved_on = np.full(pos.size, np.datetime64("NaT"), dtype="datetime64[ns]")
+        order = np.lexsort((onset_on, pos))  # by participant, then onset (stable)
+        pos, onset_on, resolved_on = pos[order], onset_on[order], resolved_on[order]
+        onset = _days_np(onset_on, enrolled[pos])
+        fu = self.fu_days[pos]
         # An unresolved episode (or one resolving after follow-up) lasts until follow-up ends.
-        resolved = np.fmin(
-            np.nan_to_num(_days(ep["resolved_on"], ep["enrolled_on"]), nan=np.inf), fu
-        )
+        resolved = np.fmin(np.nan_to_num(_days_np(resolved_on, enrolled[pos]), nan=np.inf), fu)
         prevalent = onset <= 0
         # At risk from the latest resolution (+ washout) of the episodes under way at enrolment.
-        ends = pd.Series(np.minimum(resolved[prevalent] + self.washout, fu[prevalent]))
-        entry = ends.groupby(ep[ID].to_numpy()[prevalent]).max()
-        self.entry = participants[ID].map(entry).fillna(0.0).to_numpy(dtype=float)
-        self.entry_by_id = pd.Series(self.entry, index=participants[ID].to_numpy())
+        ends = np.full(n, -np.inf)
+        np.maximum.at(
+            ends, pos[prevalent], np.minimum(resolved[prevalent] + self.washout, fu[prevalent])
+        )
+        self.entry = np.where(np.isneginf(ends), 0.0, ends)
         keep = ~prevalent
-        self.ids = ep[ID].to_numpy()[keep]
+        self.pos = pos[keep]
         self.onset = onset[keep]
         self.resolved = resolved[keep]
-        self.fu_days = _days(participants["followup_end"], participants["enrolled_on"])
 
-    def intervals(self, participants: pd.DataFrame) -> pd.DataFrame:
-        """The (start, stop] rows: one per episode after enrolment (event) and a censored tail."""
-        ids, onset, resolved = self.ids, self.onset, self.resolved
-        ids_s = pd.Series(ids)
-        number = ids_s.groupby(ids, sort=False).cumcount().to_numpy() + 1
-        first = number == 1
-        entry = ids_s.map(self.entry_by_id).to_numpy(dtype=float) if len(ids) else np.zeros(0)
+    def intervals(self) -> pd.DataFrame:
+        """The (start, stop] rows, in participant then episode order: one per episode after
+        enrolment (event) and a censored tail; ``pos`` is the participant's row position."""
+        pos, onset, resolved = self.pos, self.onset, self.resolved
+        n = self.fu_days.size
+        first = np.ones(pos.size, dtype=bool)
+        first[1:] = pos[1:] != pos[:-1]
+        # 1-based number of each episode within its participant
+        group_start = np.flatnonzero(first)
+        sizes = np.diff(np.append(group_start, pos.size))
+        number = np.arange(pos.size) - np.repeat(group_start, sizes) + 1
+        entry = self.entry[pos]
         prev_onset = np.where(first, 0.0, np.roll(onset, 1))
         ended = resolved + self.washout if self.exclude else onset
         prev_end = np.where(first, entry, np.roll(ended, 1))
         start = np.maximum(prev_onset, np.minimum(prev_end, onset - 1))
-        events = pd.DataFrame({ID: ids, "episode": number, "start": start, "stop": onset})
-        events["event"] = 1
 
         # The censored tail: from the last onset (or its resolution + washout, or the entry) to
         # the end of follow-up, when that leaves time at risk.
-        last = ~np.append(ids[1:] == ids[:-1], False) if len(ids) else np.zeros(0, dtype=bool)
-        tail_start = pd.Series(ended[last], index=ids[last])
-        n_prev = pd.Series(number[last], index=ids[last])
-        tails = pd.DataFrame({ID: participants[ID].to_numpy(), "stop": self.fu_days})
-        tails["start"] = tails[ID].map(tail_start).fillna(pd.Series(self.entry)).to_numpy()
-        tails["episode"] = tails[ID].map(n_prev).fillna(0).astype(int).to_numpy() + 1
-        tails["event"] = 0
-        tails = tails.loc[tails["stop"] > tails["start"], [ID, "episode", "start", "stop", "event"]]
-        return pd.concat([events, tails], ignore_index=True)
+        last = np.ones(pos.size, dtype=bool)
+        last[:-1] = pos[1:] != pos[:-1]
+        tail_start = self.entry.copy()
+        tail_start[pos[last]] = ended[last]
+        n_prev = np.zeros(n, dtype=np.int64)
+        n_prev[pos[last]] = number[last]
+        tail = self.fu_days > tail_start
+        tail_pos = np.flatnonzero(tail)
+        all_pos = np.concatenate([pos, tail_pos])
+        all_episode = np.concatenate([number, n_prev[tail_pos] + 1])
+        order = np.lexsort((all_episode, all_pos))
+        return pd.DataFrame(
+            {
+                "pos": all_pos[order],
+                "episode": all_episode[order].astype(np.int64),
+                "start": np.concatenate([start, tail_start[tail_pos]])[order].astype(np.int64),
+                "stop": np.concatenate([onset, self.fu_days[tail_pos]])[order].astype(np.int64),
+                "event": np.concatenate(
+                    [np.ones(pos.size, np.int64), np.zeros(tail_pos.size, np.int64)]
+                )[order],
+            }
+        )
+
+
+def _days_np(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    return (later - earlier) / np.timedelta64(1, "D")
+
+
+def _by_id(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in participant-id order (stable); the validated table usually is already."""
+    if df[ID].is_monotonic_increasing:
+        return df.reset_index(drop=True)
+    return df.sort_values(ID, kind="mergesort").reset_index(drop=True)
 
 
 def counting_process(
     participants: pd.DataFrame, episodes: pd.DataFrame, config: dict
 ) -> pd.DataFrame:
     """At-risk intervals (start, stop] in days since enrolment, one row per interval."""
-    cp = _Layout(participants, episodes, config).intervals(participants)
-    cp = cp.sort_values([ID, "episode"], kind="mergesort").reset_index(drop=True)
-    cp["start"] = cp["start"].astype(np.int64)
-    cp["stop"] = cp["stop"].astype(np.int64)
-    cp["gap"] = cp["stop"] - cp["start"]
-    cp["event"] = cp["event"].astype(np.int64)
-    cp["episode"] = cp["episode"].astype(np.int64)
-    out = _base(participants, config).merge(cp, on=ID, how="inner", validate="1:m")
+    iv = _Layout(participants, episodes, config).intervals()
+    return _counting_process_frame(participants, iv, config)
+
+
+def _counting_process_frame(
+    participants: pd.DataFrame, iv: pd.DataFrame, config: dict
+) -> pd.DataFrame:
+    base = _base(participants, config)
+    pos = iv["pos"].to_numpy()
+    out = base.iloc[pos].reset_index(drop=True)
+    out["episode"] = iv["episode"].to_numpy()
+    out["start"] = iv["start"].to_numpy()
+    out["stop"] = iv["stop"].to_numpy()
+    out["gap"] = out["stop"] - out["start"]
+    out["event"] = iv["event"].to_numpy()
+    if not out[ID].is_monotonic_increasing:  # participants in id order, then episode
+        out = out.sort_values([ID, "episode"], kind="mergesort").reset_index(drop=True)
     return out[[ID, ARM, *_covariate_columns(config), "episode", "start", "stop", "gap", "event"]]
 
 
@@ -155,16 +199,18 @@ def first_episode(participants: pd.DataFrame, episodes: pd.DataFrame, config: di
     has ``entry == time`` (no time at risk; the survival models leave the row out).
     """
     layout = _Layout(participants, episodes, config)
-    first = pd.Series(layout.onset).groupby(layout.ids, sort=False).first()
+    onset = np.full(len(participants), np.nan)
+    first = np.ones(layout.pos.size, dtype=bool)
+    first[1:] = layout.pos[1:] != layout.pos[:-1]
+    onset[layout.pos[first]] = layout.onset[first]
     out = _base(participants, config)
-    onset = participants[ID].map(first).to_numpy(dtype=float)
     event = ~np.isnan(onset)
     time = np.where(event, onset, layout.fu_days)
     out["time"] = time.astype(np.int64)
     out["event"] = event.astype(np.int64)
     entry = np.minimum(layout.entry, np.where(event, time - 1, time))
     out["entry"] = np.maximum(entry, 0).astype(np.int64)
-    return out.sort_values(ID, kind="mergesort").reset_index(drop=True)
+    return _by_id(out)
 
 
 def counts(
@@ -172,14 +218,19 @@ def counts(
 ) -> pd.DataFrame:
     """Episodes after enrolment per participant and exposure days, the counting process's total
     time at risk (episode time and washouts excluded as configured)."""
+    n = len(participants)
     if cp is None:
-        cp = counting_process(participants, episodes, config)
+        iv = _Layout(participants, episodes, config).intervals()
+        pos = iv["pos"].to_numpy()
+        events = iv["event"].to_numpy()
+        gap = (iv["stop"] - iv["start"]).to_numpy()
+    else:  # the counting process of these participants, already derived
+        pos = pd.Index(participants[ID]).get_indexer(cp[ID])
+        events, gap = cp["event"].to_numpy(), cp["gap"].to_numpy()
     out = _base(participants, config)
-    n = cp.groupby(ID, sort=False)["event"].sum()
-    exposure = cp.groupby(ID, sort=False)["gap"].sum()
-    out["n_episodes"] = out[ID].map(n).fillna(0).astype(np.int64).to_numpy()
-    out["exposure_days"] = out[ID].map(exposure).fillna(0).astype(np.int64).to_numpy()
-    return out.sort_values(ID, kind="mergesort").reset_index(drop=True)
+    out["n_episodes"] = np.bincount(pos, weights=events, minlength=n).astype(np.int64)
+    out["exposure_days"] = np.bincount(pos, weights=gap, minlength=n).astype(np.int64)
+    return _by_id(out)
 
 
 def derive_all(

@@ -53,7 +53,7 @@ def design_from_data(
     participants: pd.DataFrame, counts: pd.DataFrame, config: dict[str, Any]
 ) -> dict[str, Any]:
     """Simulation parameters that mirror the observed study (covariate effects set to zero)."""
-    import statsmodels.api as sm
+    from statsmodels.discrete.discrete_model import NegativeBinomial
 
     control, intervention = arm_labels(config)
     cohort = cohort_design(participants, {"control": control, "intervention": intervention})
@@ -64,7 +64,7 @@ def design_from_data(
     alpha = 0.0
     if len(ctrl) > 5 and y.sum() > 0:
         try:
-            fit = sm.NegativeBinomial(y, np.ones((len(y), 1)), exposure=expo).fit(disp=0)
+            fit = NegativeBinomial(y, np.ones((len(y), 1)), exposure=expo).fit(disp=0)
             alpha = float(max(fit.params[-1], 0.0))
         except Exception:  # an NB fit that fails leaves a Poisson design (alpha 0), said below
             alpha = float("nan")

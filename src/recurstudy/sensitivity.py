@@ -195,7 +195,10 @@ def _smd(x: np.ndarray, treated: np.ndarray, w: np.ndarray) -> float:
 
 def iptw(counts: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Propensity-weighted rate ratio and the covariate balance before/after weighting."""
-    import statsmodels.api as sm
+    from statsmodels.discrete.discrete_model import Logit
+    from statsmodels.genmod import families
+    from statsmodels.genmod.generalized_linear_model import GLM
+    from statsmodels.tools.tools import add_constant
 
     covs = list(config.get("adjust_for", []))
     term = intervention_term(config)
@@ -206,15 +209,15 @@ def iptw(counts: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, pd
     Z, names = design(" + ".join(covs), df, intercept=True)
     idx = Z.index
     df, treated = df.loc[idx].reset_index(drop=True), treated[idx]
-    ps_fit = sm.Logit(treated.astype(float), Z.to_numpy()).fit(disp=0, maxiter=100)
+    ps_fit = Logit(treated.astype(float), Z.to_numpy()).fit(disp=0, maxiter=100)
     ps = ps_fit.predict(Z.to_numpy())
     p_treat = treated.mean()
     w = np.where(treated, p_treat / ps, (1 - p_treat) / (1 - ps))  # stabilised weights
-    X = sm.add_constant(treated.astype(float))
-    fit = sm.GLM(
+    X = add_constant(treated.astype(float))
+    fit = GLM(
         df["n_episodes"].to_numpy(float),
         X,
-        family=sm.families.Poisson(),
+        family=families.Poisson(),
         offset=np.log(df["exposure_days"].to_numpy(float)),
         var_weights=w,
     ).fit(cov_type="HC0")

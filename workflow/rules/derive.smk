@@ -1,60 +1,26 @@
-# Analysis datasets, one rule each; the functions live in recurstudy.derive.
+# Analysis datasets; the functions live in recurstudy.derive. One job writes all three: the
+# validated tables are read once and the counting process (which `counts` sums) is built once.
+# Three jobs re-read the Parquet files and rebuilt the counting process twice, which was the
+# largest cost of the workflow at 1M participants (benchmarks/run.py).
 
 
-rule derive_first_episode:
+rule derive:
     input:
         participants="results/validated/participants.parquet",
         episodes="results/validated/episodes.parquet",
     output:
-        "results/analysis/first_episode.parquet",
+        first_episode="results/analysis/first_episode.parquet",
+        counting_process="results/analysis/counting_process.parquet",
+        counts="results/analysis/counts.parquet",
     log:
-        "logs/derive/first_episode.log",
+        "logs/derive/derive.log",
     benchmark:
-        "results/benchmarks/derive_first_episode.tsv"
+        "results/benchmarks/derive.tsv"
     conda:
         "../envs/recurstudy.yaml"
+    resources:
+        mem_mb=8000,
     params:
-        dataset="first_episode",
-        settings=SETTINGS["derive"],
-        code=source_hash("recurstudy.derive"),
-    script:
-        "../scripts/derive.py"
-
-
-rule derive_counting_process:
-    input:
-        participants="results/validated/participants.parquet",
-        episodes="results/validated/episodes.parquet",
-    output:
-        "results/analysis/counting_process.parquet",
-    log:
-        "logs/derive/counting_process.log",
-    benchmark:
-        "results/benchmarks/derive_counting_process.tsv"
-    conda:
-        "../envs/recurstudy.yaml"
-    params:
-        dataset="counting_process",
-        settings=SETTINGS["derive"],
-        code=source_hash("recurstudy.derive"),
-    script:
-        "../scripts/derive.py"
-
-
-rule derive_counts:
-    input:
-        participants="results/validated/participants.parquet",
-        episodes="results/validated/episodes.parquet",
-    output:
-        "results/analysis/counts.parquet",
-    log:
-        "logs/derive/counts.log",
-    benchmark:
-        "results/benchmarks/derive_counts.tsv"
-    conda:
-        "../envs/recurstudy.yaml"
-    params:
-        dataset="counts",
         settings=SETTINGS["derive"],
         code=source_hash("recurstudy.derive"),
     script:

@@ -1,10 +1,10 @@
-"""Snakemake entry point: derive one analysis dataset (recurstudy.derive does the work)."""
+"""Snakemake entry point: derive the analysis datasets (recurstudy.derive does the work)."""
 
 import logging
 
 import pandas as pd
 
-from recurstudy.derive import DATASETS, write_parquet
+from recurstudy.derive import derive_all, write_parquet
 from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
@@ -12,6 +12,6 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(mes
 participants = pd.read_parquet(snakemake.input.participants)
 episodes = pd.read_parquet(snakemake.input.episodes)
 settings = load_settings(snakemake.params.settings, "derive")
-df = DATASETS[snakemake.params.dataset](participants, episodes, settings)
-write_parquet(df, snakemake.output[0])
-logging.info("%s: %d rows, %d columns", snakemake.params.dataset, len(df), df.shape[1])
+for name, df in derive_all(participants, episodes, settings).items():
+    write_parquet(df, snakemake.output[name])
+    logging.info("%s: %d rows, %d columns", name, len(df), df.shape[1])

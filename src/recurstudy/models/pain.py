@@ -251,9 +251,9 @@ def _fit_reml(y: np.ndarray, X: np.ndarray, Z: np.ndarray, groups: np.ndarray) -
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            import statsmodels.api as sm
+            from statsmodels.regression.mixed_linear_model import MixedLM
 
-            res = sm.MixedLM(y, X, groups=groups, exog_re=Z).fit(
+            res = MixedLM(y, X, groups=groups, exog_re=Z).fit(
                 reml=True, method=["lbfgs"], maxiter=2000
             )
             T = np.asarray(res.cov_re) / res.scale
