@@ -198,7 +198,10 @@ def first_episode(participants: pd.DataFrame, episodes: pd.DataFrame, config: di
     or the day before the first onset if that falls earlier. A participant who is never at risk
     has ``entry == time`` (no time at risk; the survival models leave the row out).
     """
-    layout = _Layout(participants, episodes, config)
+    return _first_episode_frame(participants, _Layout(participants, episodes, config), config)
+
+
+def _first_episode_frame(participants: pd.DataFrame, layout: _Layout, config: dict) -> pd.DataFrame:
     onset = np.full(len(participants), np.nan)
     first = np.ones(layout.pos.size, dtype=bool)
     first[1:] = layout.pos[1:] != layout.pos[:-1]
@@ -218,15 +221,22 @@ def counts(
 ) -> pd.DataFrame:
     """Episodes after enrolment per participant and exposure days, the counting process's total
     time at risk (episode time and washouts excluded as configured)."""
-    n = len(participants)
     if cp is None:
-        iv = _Layout(participants, episodes, config).intervals()
-        pos = iv["pos"].to_numpy()
-        events = iv["event"].to_numpy()
-        gap = (iv["stop"] - iv["start"]).to_numpy()
-    else:  # the counting process of these participants, already derived
-        pos = pd.Index(participants[ID]).get_indexer(cp[ID])
-        events, gap = cp["event"].to_numpy(), cp["gap"].to_numpy()
+        return _counts_frame(
+            participants, _Layout(participants, episodes, config).intervals(), config
+        )
+    # the counting process of these participants, already derived
+    iv = pd.DataFrame(
+        {"pos": pd.Index(participants[ID]).get_indexer(cp[ID]), **cp[["event", "start", "stop"]]}
+    )
+    return _counts_frame(participants, iv, config)
+
+
+def _counts_frame(participants: pd.DataFrame, iv: pd.DataFrame, config: dict) -> pd.DataFrame:
+    n = len(participants)
+    pos = iv["pos"].to_numpy()
+    events = iv["event"].to_numpy()
+    gap = (iv["stop"] - iv["start"]).to_numpy()
     out = _base(participants, config)
     out["n_episodes"] = np.bincount(pos, weights=events, minlength=n).astype(np.int64)
     out["exposure_days"] = np.bincount(pos, weights=gap, minlength=n).astype(np.int64)
@@ -241,14 +251,15 @@ def derive_all(
 ) -> dict[str, pd.DataFrame]:
     """The analysis datasets in `names` (all three by default), the counting process once."""
     out: dict[str, pd.DataFrame] = {}
+    layout = _Layout(participants, episodes, config)
     if "first_episode" in names:
-        out["first_episode"] = first_episode(participants, episodes, config)
+        out["first_episode"] = _first_episode_frame(participants, layout, config)
     if "counting_process" in names or "counts" in names:
-        cp = counting_process(participants, episodes, config)
+        iv = layout.intervals()
         if "counting_process" in names:
-            out["counting_process"] = cp
+            out["counting_process"] = _counting_process_frame(participants, iv, config)
         if "counts" in names:
-            out["counts"] = counts(participants, episodes, config, cp=cp)
+            out["counts"] = _counts_frame(participants, iv, config)
     return out
 
 
