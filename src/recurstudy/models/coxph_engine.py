@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recurstudy.models.risksets import PartialLikelihood, RiskSets
+from recurstudy.models.risksets import PartialLikelihood, RiskSets, strata_codes
 from recurstudy.models.variance import cluster_sums, sandwich
 
 __all__ = ["CoxFit", "coxph_fit"]
@@ -241,8 +241,7 @@ def _codes(name: str, v, n: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"{name} contains NaN")
     if a.dtype.kind == "O" and any(x is None for x in a):
         raise ValueError(f"{name} contains missing values (None)")
-    uniq, inv = np.unique(a, return_inverse=True)
-    return inv.astype(np.int64).reshape(-1), int(uniq.shape[0])
+    return strata_codes(a)
 
 
 def _newton(evaluate: Callable, beta0, max_iter, eps, toler_chol, agfit: bool):

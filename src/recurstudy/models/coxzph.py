@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from recurstudy.models.risksets import PartialLikelihood, RiskSets
+from recurstudy.models.risksets import PartialLikelihood, RiskSets, strata_codes
 
 __all__ = ["cox_zph", "zph_time_transform"]
 
@@ -69,8 +69,7 @@ def _codes(v, n: int) -> np.ndarray:
     """Integer codes 0..k-1 of stratum labels (all zero without strata)."""
     if v is None:
         return np.zeros(n, dtype=np.int64)
-    _, inv = np.unique(np.asarray(v), return_inverse=True)
-    return inv.reshape(-1).astype(np.int64)
+    return strata_codes(v)[0]
 
 
 def _score_parts(

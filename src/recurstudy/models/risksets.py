@@ -82,6 +82,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 __all__ = [
     "CoxTerms",
@@ -94,8 +95,17 @@ __all__ = [
 
 
 def strata_codes(labels) -> tuple[np.ndarray, int]:
-    """Integer codes 0..k-1 of stratum (or cluster) labels, and k."""
+    """Integer codes 0..k-1 of stratum (or cluster) labels in sorted label order, and k.
+
+    Text labels (participant ids as clusters) are hashed with pandas' factorize and only the
+    distinct labels sorted: the same codes as ``np.unique(..., return_inverse=True)``, which
+    sorts every row's string (8 s of an Andersen-Gill fit on 3.6M intervals, profiled).
+    """
     a = np.asarray(labels).reshape(-1)
+    if a.dtype.kind == "O":
+        codes, uniq = pd.factorize(a, sort=True)
+        if not (codes < 0).any():  # missing labels: np.unique's behaviour below
+            return codes.astype(np.int64), int(len(uniq))
     uniq, inv = np.unique(a, return_inverse=True)
     return inv.astype(np.int64).reshape(-1), int(uniq.shape[0])
 

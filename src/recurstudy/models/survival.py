@@ -36,7 +36,7 @@ ID = "participant_id"
 
 def _arm_check(spec: ModelSpec, df: pd.DataFrame) -> str:
     """A message if the data cannot estimate an arm effect, else ''."""
-    present = set(df["arm"].dropna().astype(str).unique())
+    present = {str(a) for a in df["arm"].dropna().unique()}  # distinct values first: cheap
     if len(present) < 2:
         return f"only one arm in the data ({', '.join(sorted(present)) or 'none'})"
     return ""
