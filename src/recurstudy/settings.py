@@ -33,6 +33,15 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "power_design": ("arms",),
     "claims": ("arms", "claims", "multiplicity", "models", "adjust_for", "covariates"),
     "sensitivity": ("arms", "design", "adjust_for", "covariates", "models"),
+    "tipping_point": (
+        "arms",
+        "claims",
+        "models",
+        "adjust_for",
+        "covariates",
+        "informative_dropout",
+        "tipping_point",
+    ),
     "report": ("*",),
 }
 STAGE_KEYS["plan"] = (*PLAN_KEYS, "plan")  # what defines the analysis, and the plan file
