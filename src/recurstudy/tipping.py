@@ -288,14 +288,23 @@ def complete_data(
 
 
 def _control_rate(counts: pd.DataFrame, arms: dict[str, str]) -> tuple[float, float, float]:
-    """(log control rate, its SE, theta) of the crude glm.nb on the observed counts."""
-    spec = ModelSpec("tipping_imputation_model", "negbin", "arm", {}, dict(arms))
-    res = fit_spec(spec, {"counts": counts})
-    if not res.converged or "dispersion" not in res.extras:
-        raise ValueError(f"the imputation model (crude glm.nb) failed: {res.message}")
-    row = res.table[res.table["term"] == "Intercept"].iloc[0]
-    theta = float(res.extras["dispersion"]["theta"].iloc[0])
-    return float(row["estimate"]), float(row["std_error"]), theta
+    """(log control rate, its SE, theta) of the crude glm.nb (``n_episodes ~ arm``, offset log
+    exposure) on the observed counts, by MASS::glm.nb's alternation
+    (:func:`recurstudy.models.ipcw.glm_nb_theta`); the SE is glm.nb's model-based one."""
+    from recurstudy.models.ipcw import glm_nb_theta
+
+    c = counts[pd.to_numeric(counts["exposure_days"], errors="coerce") > 0]
+    y = c["n_episodes"].to_numpy(dtype=float)
+    offset = np.log(c["exposure_days"].to_numpy(dtype=float))
+    z = (c["arm"].astype(str) == arms["intervention"]).to_numpy(dtype=float)
+    X = np.column_stack([np.ones(y.size), z])
+    theta, b, ok = glm_nb_theta(X, y, offset)
+    if not ok or not np.isfinite(theta) or theta <= 0:
+        raise ValueError("the imputation model (crude glm.nb) did not converge")
+    mu = np.exp(X @ b + offset)
+    info = X.T @ (X * (mu / (1.0 + mu / theta))[:, None])
+    se = float(np.sqrt(np.linalg.inv(info)[0, 0]))
+    return float(b[0]), se, float(theta)
 
 
 def _arm_row(res: Any, term: str) -> tuple[float, float, int, int] | None:
