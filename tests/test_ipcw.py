@@ -15,6 +15,7 @@ import pytest
 from recurstudy.models import ModelSpec, fit_spec, get_model
 from recurstudy.models.ipcw import (
     dropout_rows,
+    glm_nb_theta,
     ipcw_weights,
     split_at,
     weighted_nb_rate,
@@ -356,9 +357,10 @@ def test_weighted_estimates_recover_the_marginal_rate_ratio():
     """Eight cohorts of 2000 (seeds 0-7; withdrawal hazard 0.01 * exp(0.25 * episodes so far),
     frailty variance 2, 60 days; about 55% withdraw).  Measured: naive Andersen-Gill mean log
     rate ratio -0.654 (bias +0.039, Monte Carlo SE of the mean 0.016), IPCW Andersen-Gill -0.700
-    (bias -0.006, MC SE 0.017), IPCW negative binomial -0.746 (MC SE 0.03).  Tolerances: the
-    naive bias is at least 0.025; the IPCW Andersen-Gill mean within 0.025 (1.5 MC SE) of the
-    truth and closer than the naive; the IPCW negative binomial within 0.07 (2.3 MC SE)."""
+    (bias -0.006, MC SE 0.017), IPCW negative binomial -0.727 (bias -0.034, MC SE 0.018).
+    Tolerances: the naive bias is at least 0.025; the IPCW Andersen-Gill mean within 0.025
+    (1.5 MC SE) of the truth and closer than the naive; the IPCW negative binomial within 0.05
+    (2.8 MC SE; it assumes a constant rate over time, which the weighting makes noisier)."""
     truth = np.log(0.5)
     est = []
     for seed in range(8):
@@ -375,7 +377,7 @@ def test_weighted_estimates_recover_the_marginal_rate_ratio():
     assert naive_m - truth > 0.025
     assert abs(ag_m - truth) < 0.025
     assert abs(ag_m - truth) < abs(naive_m - truth)
-    assert abs(nb_m - truth) < 0.07
+    assert abs(nb_m - truth) < 0.05
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,6 +398,16 @@ def test_against_r(cohort):
     pieces = pd.read_csv(FIX / f"{cohort}_pieces.csv")
     pieces["arm"] = pd.Categorical(pieces["arm"], categories=list(ARMS))
     np.testing.assert_allclose(pieces["sw"], ref["weights_r"], rtol=1e-9)
+    # theta by glm.nb's alternation on the participants' counts: R's glm.nb (epsilon 1e-12)
+    cp = pd.read_csv(FIX / f"{cohort}_cp.csv")
+    per = cp.groupby("participant_id", sort=True)
+    z = (per["arm"].first() == "intervention").to_numpy(float)
+    theta, _, ok = glm_nb_theta(
+        np.column_stack([np.ones(z.size), z]),
+        per["event"].sum().to_numpy(float),
+        np.log((per["stop"].sum() - per["start"].sum()).to_numpy(float)),
+    )
+    assert ok and theta == pytest.approx(ref["negbin"]["theta"], rel=1e-6)
     from recurstudy.models.coxph_engine import coxph_fit
 
     x = (pieces["arm"] == "intervention").to_numpy(float)[:, None]
