@@ -432,3 +432,27 @@ def test_against_r(cohort):
     )
     np.testing.assert_allclose(b, ref["negbin"]["coef"], rtol=1e-8)
     np.testing.assert_allclose(np.sqrt(np.diag(v)), ref["negbin"]["cluster_se"], rtol=1e-8)
+
+
+def test_informative_dropout_comes_from_the_config_unless_the_model_sets_it():
+    from recurstudy.models import model_specs
+
+    config = {
+        "models": [
+            {"name": "a", "kind": "ipcw_andersen_gill"},
+            {"name": "b", "kind": "ipcw_negbin", "options": {"informative_dropout": ["withdrawn"]}},
+            {"name": "c", "kind": "andersen_gill"},
+        ],
+        "informative_dropout": ["withdrawn", "lost_to_followup"],
+    }
+    specs = {s.name: s for s in model_specs(config)}
+    assert specs["a"].options["informative_dropout"] == ["withdrawn", "lost_to_followup"]
+    assert specs["b"].options["informative_dropout"] == ["withdrawn"]
+    assert "informative_dropout" not in specs["c"].options
+    desc = dict(get_model("ipcw_andersen_gill").describe(specs["a"]).strategies)
+    assert "withdrawn or lost_to_followup" in desc["informative dropout"]
+    assert desc["informative dropout"].startswith("hypothetical")
+    # the fit reads it: lost to follow-up now counts as informative dropout too
+    cp, participants = demo_data()
+    res = fit("ipcw_andersen_gill", cp, participants, **specs["a"].options)
+    assert "35 informative dropouts (withdrawn, lost_to_followup)" in res.message

@@ -61,7 +61,7 @@ this is usually conservative for IPCW (Robins, Rotnitzky and Zhao 1994), not gua
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -71,6 +71,7 @@ from recurstudy.contract import RESERVED_COLUMNS
 from recurstudy.models.base import (
     ExtraTable,
     Model,
+    ModelDescription,
     ModelResult,
     ModelSpec,
     NotEstimable,
@@ -352,6 +353,28 @@ _EXTRAS = (
 
 class _IPCWModel(Model):
     datasets: ClassVar[tuple[str, ...]] = ("counting_process", "participants")
+
+    def describe(self, spec: ModelSpec | None = None) -> ModelDescription:
+        """The description, with the dropout reasons of `spec` and the hypothetical strategy
+        for informative dropout (IPCW) beside the while-alive strategy for a terminal event."""
+        desc = super().describe(spec)
+        opts = {} if spec is None else spec.options
+        reasons = opts.get("informative_dropout") or list(DEFAULT_INFORMATIVE)
+        named = " or ".join(str(r) for r in reasons)
+        dropout = (
+            f"hypothetical: as if nobody had dropped out ({named}), assuming dropout is at "
+            "random given arm, covariates and episodes so far (inverse-probability-of-"
+            "censoring weights); other ends of follow-up are censoring at random"
+        )
+        strategies = tuple(
+            (event, dropout if event == "informative dropout" else text)
+            for event, text in desc.strategies
+        )
+        estimand = desc.estimand.replace(
+            "had nobody withdrawn", f"had nobody dropped out ({named})"
+        )
+        return replace(desc, strategies=strategies, estimand=estimand)
+
     Options: ClassVar[type] = IPCWOptions
     group: ClassVar[str] = "marginal rate"
     effect_measure: ClassVar[str | None] = "rate ratio"
