@@ -456,3 +456,19 @@ def test_informative_dropout_comes_from_the_config_unless_the_model_sets_it():
     cp, participants = demo_data()
     res = fit("ipcw_andersen_gill", cp, participants, **specs["a"].options)
     assert "35 informative dropouts (withdrawn, lost_to_followup)" in res.message
+
+
+def test_counts_negbin_does_not_stop_at_a_huge_alpha():
+    """The hook in recurstudy.models.counts (_not_below_poisson): on this cohort's counts the
+    Newton route stopped at alpha = 8e5 (theta 1e-6, log-likelihood -13774, below the Poisson
+    -4072) and reported converged; R's glm.nb gives theta 0.5278215 and arm coefficient
+    -0.7616066 (printed to 7 digits), which the BFGS route finds once the bad stop is refused."""
+    cp, _ = simulate(2000, 0)
+    per = cp.groupby("participant_id", sort=True)
+    counts = per.first()[["arm"]].reset_index()
+    counts["n_episodes"] = per["event"].sum().to_numpy()
+    counts["exposure_days"] = (per["stop"].sum() - per["start"].sum()).to_numpy()
+    res = fit_spec(ModelSpec("nb", "negbin"), {"counts": counts})
+    assert res.converged
+    assert res.extras["dispersion"]["theta"].iloc[0] == pytest.approx(0.5278215, rel=1e-6)
+    assert arm_row(res)["estimate"] == pytest.approx(-0.7616066, rel=1e-6)

@@ -398,6 +398,14 @@ def _score_tolerance(n: int) -> float:
     return 1e-6 * max(1.0, float(n))
 
 
+def _not_below_poisson(llf_nb: float, llf_pois: float) -> bool:
+    """NB2 nests the Poisson model (alpha -> 0), so its maximised log-likelihood is never below
+    the Poisson one; a fit below it stopped at a stationary point with a huge alpha (Newton from
+    the moment estimate can run there while the score looks zero: theta 1e-6 where glm.nb gives
+    0.53 on tests/test_ipcw.py's simulate(2000, 0))."""
+    return bool(llf_nb >= llf_pois - 1e-8 * max(1.0, abs(llf_pois)))
+
+
 def _fit_negbin(prep: _Prepared, pois) -> tuple[Any | None, list[str]]:
     """statsmodels' discrete NB2 by maximum likelihood: Newton, else BFGS then Newton.
 
@@ -428,6 +436,8 @@ def _fit_negbin(prep: _Prepared, pois) -> tuple[Any | None, list[str]]:
     def ok(res) -> bool:
         if res is None or not _finite(res.params, res.llf) or not res.params[-1] > 0:
             return False
+        if not _not_below_poisson(res.llf, pois.llf):
+            return False  # a stationary point far out in alpha, not the maximum
         score = np.asarray(model.score(np.asarray(res.params)))
         return _finite(score) and np.max(np.abs(score)) <= _score_tolerance(prep.n)
 
@@ -511,7 +521,9 @@ class NegativeBinomialModel(_CountModel):
         theta = 1.0 / alpha
         mu = np.exp(prep.X @ beta + prep.offset)
         score = np.asarray(res.model.score(params))
-        converged = bool(np.max(np.abs(score)) <= _score_tolerance(prep.n))
+        converged = bool(np.max(np.abs(score)) <= _score_tolerance(prep.n)) and _not_below_poisson(
+            float(res.llf), float(pois.llf)
+        )
         if converged:
             problems = []  # warnings of discarded attempts do not matter
         else:
