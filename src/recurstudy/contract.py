@@ -56,6 +56,7 @@ RESERVED_COLUMNS = (
     "entry",
     "n_episodes",
     "exposure_days",
+    "terminal",
 )
 
 # Check names of a missing value (the second when the adjusted models need the covariate).

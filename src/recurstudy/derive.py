@@ -9,6 +9,10 @@
   ``gap`` is ``stop - start`` (the gap-time scale).
 - ``counts``: one row per participant, number of episodes and exposure days (the counting
   process's total at-risk time).
+- ``terminal`` (on ``counts`` and on the last ``counting_process`` interval of each participant,
+  0 elsewhere): 1 when follow-up ended by a terminal event (``end_reason`` among the config's
+  ``terminal_events``, default death): no episode can follow it (the Ghosh-Lin model's terminal
+  event; every other model treats it as censoring).
 
 Times are whole days since enrolment; an interval (start, stop] is at risk on days start + 1 to
 stop. The rules of time at risk:
@@ -56,6 +60,18 @@ def _base(participants: pd.DataFrame, config: dict) -> pd.DataFrame:
     base = participants[cols].copy()
     base[ARM] = _arm_categorical(base[ARM], config)
     return base
+
+
+def terminal_flags(participants: pd.DataFrame, config: dict) -> np.ndarray:
+    """1 for each participant whose follow-up ended by a terminal event (``end_reason`` among the
+    config's ``terminal_events``, default death), else 0; 0 for all without an end_reason
+    column."""
+    from recurstudy.config import terminal_events
+
+    if "end_reason" not in participants.columns:
+        return np.zeros(len(participants), dtype=np.int64)
+    terminal = set(terminal_events(config))
+    return participants["end_reason"].isin(terminal).to_numpy().astype(np.int64)
 
 
 def at_risk_rules(config: dict) -> tuple[bool, int]:
@@ -185,9 +201,14 @@ def _counting_process_frame(
     out["stop"] = iv["stop"].to_numpy()
     out["gap"] = out["stop"] - out["start"]
     out["event"] = iv["event"].to_numpy()
+    # The terminal event (death) ends the participant's last interval: flag it there.
+    last = np.ones(pos.size, dtype=bool)
+    last[:-1] = pos[1:] != pos[:-1]
+    out["terminal"] = np.where(last, terminal_flags(participants, config)[pos], 0).astype(np.int64)
     if not out[ID].is_monotonic_increasing:  # participants in id order, then episode
         out = out.sort_values([ID, "episode"], kind="mergesort").reset_index(drop=True)
-    return out[[ID, ARM, *_covariate_columns(config), "episode", "start", "stop", "gap", "event"]]
+    cols = [ID, ARM, *_covariate_columns(config), "episode", "start", "stop", "gap", "event"]
+    return out[[*cols, "terminal"]]
 
 
 def first_episode(participants: pd.DataFrame, episodes: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -240,6 +261,7 @@ def _counts_frame(participants: pd.DataFrame, iv: pd.DataFrame, config: dict) ->
     out = _base(participants, config)
     out["n_episodes"] = np.bincount(pos, weights=events, minlength=n).astype(np.int64)
     out["exposure_days"] = np.bincount(pos, weights=gap, minlength=n).astype(np.int64)
+    out["terminal"] = terminal_flags(participants, config)
     return _by_id(out)
 
 

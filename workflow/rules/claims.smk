@@ -208,3 +208,32 @@ rule plan_status:
         code=source_hash("recurstudy.plan"),
     script:
         "../scripts/plan_status.py"
+
+
+# Tipping point of informative dropout: episodes after each withdrawal imputed at delta times the
+# control arm's rate, the claim's model refitted on each completed data set (recurstudy.tipping).
+rule tipping_point:
+    input:
+        counting_process="results/analysis/counting_process.parquet",
+        counts="results/analysis/counts.parquet",
+        participants="results/validated/participants.parquet",
+    output:
+        "results/sensitivity/tipping_point.csv",
+    log:
+        "logs/tipping_point.log",
+    benchmark:
+        "results/benchmarks/tipping_point.tsv"
+    conda:
+        "../envs/recurstudy.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        settings=stage_settings(config, "tipping_point"),
+        code=source_hash(
+            "recurstudy.tipping",
+            *sorted({type(get_model(s.kind)).__module__ for s in SPECS.values()}),
+        ),
+    script:
+        "../scripts/tipping_point.py"

@@ -47,6 +47,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Top-level config keys that a model kind may declare as an option of the same name: left unset
+# (None) in the model's entry, the option takes the config's value, so that it reaches the fit
+# through the spec (and a changed config re-runs the fit). informative_dropout: the end reasons
+# the IPCW models treat as informative dropout.
+OPTIONS_FROM_CONFIG = ("informative_dropout",)
+
 _loaded = False
 
 
@@ -87,6 +93,9 @@ def model_specs(config: dict[str, Any]) -> list[ModelSpec]:
         formula = entry.get("formula", "arm")
         parsed = parse_options(model.Options, entry.get("options"), entry["name"])
         options = dataclasses.asdict(parsed)
+        for key in OPTIONS_FROM_CONFIG:  # a study-wide setting a kind reads as an option
+            if key in options and options[key] is None and config.get(key) is not None:
+                options[key] = list(config[key])
         specs.append(ModelSpec(entry["name"], entry["kind"], formula, options, dict(arms)))
         if model.adjustable and entry.get("adjusted", True) and adjust:
             present = {t.strip().strip("`") for t in formula.split("~")[-1].split("+")}

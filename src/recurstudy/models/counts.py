@@ -430,6 +430,14 @@ def _score_tolerance(n: int) -> float:
     return 1e-6 * max(1.0, float(n))
 
 
+def _not_below_poisson(llf_nb: float, llf_pois: float) -> bool:
+    """NB2 nests the Poisson model (alpha -> 0), so its maximised log-likelihood is never below
+    the Poisson one; a fit below it stopped at a stationary point with a huge alpha (Newton from
+    the moment estimate can run there while the score looks zero: theta 1e-6 where glm.nb gives
+    0.53 on tests/test_ipcw.py's simulate(2000, 0))."""
+    return bool(llf_nb >= llf_pois - 1e-8 * max(1.0, abs(llf_pois)))
+
+
 @dataclass(frozen=True)
 class _NB2Fit:
     """An NB2 maximum-likelihood fit: ``params`` = (beta, alpha = 1 / theta), the full
@@ -583,7 +591,9 @@ class NegativeBinomialModel(_CountModel):
         theta = 1.0 / alpha
         mu = np.exp(prep.X @ beta + prep.offset)
         score = res.score
-        converged = bool(np.max(np.abs(score)) <= _score_tolerance(prep.n))
+        converged = bool(np.max(np.abs(score)) <= _score_tolerance(prep.n)) and _not_below_poisson(
+            float(res.llf), float(pois.llf)
+        )
         if converged:
             problems = []  # warnings of discarded attempts do not matter
         else:
