@@ -44,7 +44,6 @@ def _figure(width: float, height: float):
 def png_bytes(fig) -> bytes:
     """The figure as PNG: fixed dpi, no metadata (same bytes on every run)."""
     import matplotlib
-
     from matplotlib.text import Text
 
     for t in fig.findobj(Text):  # whatever the global rcParams say: no TeX
@@ -640,10 +639,11 @@ def episode_distribution(counts: pd.DataFrame, config: Mapping[str, Any]) -> pd.
     From ``results/analysis/counts.parquet`` (one row per analysed participant with
     ``n_episodes``). The open top category ``k+`` is the largest k such that in each arm with
     any event at least `min_cell` participants have k or more events (an arm without events is
-    all in ``0``), so that the tail is never a handful of people. A category count below `min_cell` (zero is shown: it says that nobody
-    had that many) is suppressed, with secondary suppression within an arm (its categories add
-    up to the arm's N, shown in Table 1). Columns: arm, category, order, n (the count, NaN
-    when suppressed), text (what is shown: the count, ``<5`` or ``[s]``).
+    all in ``0``), so that the tail is never a handful of people. A category count below
+    `min_cell` (zero is shown: it says that nobody had that many) is suppressed, with secondary
+    suppression within an arm (its categories add up to the arm's N, shown in Table 1).
+    Columns: arm, category, order, n (the count, NaN when suppressed), text (what is shown:
+    the count, ``<5`` or ``[s]``).
     """
     min_cell = int(config.get("min_cell", 5))
     arms = list(arm_labels(config))
