@@ -129,10 +129,34 @@ def test_flow_death_and_unknown_reasons_in_consort_order():
         "completed",
         "death",
         "moved away",
-        "not recorded",
+        "missing",
     ]
-    drawn = _texts(figures.flow_figure(_flow((31, 26), (0, 0)), people, CONFIG))
-    assert any("died: 6" in t for t in drawn)
+    drawn = "\n".join(_texts(figures.flow_figure(_flow((31, 26), (0, 0)), people, CONFIG)))
+    assert "died: 6" in drawn and "not recorded: <5" in drawn
+    assert "moved away: [s]" in drawn  # its intervention cell is 0: hidden, as in Table 1
+
+
+class _Plan:
+    """A report-wide disclosure plan as the flow figure reads it (text per cell, small)."""
+
+    def __init__(self, texts, small=False):
+        self.texts, self.small = texts, small
+
+    def text(self, key):
+        return self.texts.get(key, "[s]")
+
+
+def test_flow_and_distribution_follow_the_report_wide_plan():
+    flow = _flow(received=(60, 50), excluded=(0, 0))
+    plan = _Plan({("received", "total"): "110", ("analysed", "control"): "60"})
+    data = figures.flow_counts(flow, None, CONFIG, plan)
+    assert data["cells"][("received", "total")] == "110"
+    assert data["cells"][("analysed", "control")] == "60"
+    assert data["cells"][("received", "control")] == "[s]"  # hidden because the plan hides it
+    counts = _counts({"control": [0, 1, 2] * 10, "intervention": [0, 1] * 10})
+    assert figures.episode_distribution(counts, CONFIG, plan)["n"].notna().all()
+    small = figures.episode_distribution(counts, CONFIG, _Plan({}, small=True))
+    assert small["n"].isna().all() and set(small["text"]) == {"[s]"}
 
 
 # ------------------------------------------------------------------------------ episode counts

@@ -482,38 +482,71 @@ END_REASON_LABELS = {
     "lost_to_followup": "lost to follow-up",
     "death": "died",
     "died": "died",
+    "missing": "not recorded",
 }
-NOT_RECORDED = "not recorded"
 MAX_REASON_LINES = 6  # validation reasons listed in the exclusion box; the rest summed up
 
 
-def _end_reasons(participants: pd.DataFrame | None) -> list[str]:
-    """The end-of-follow-up reasons present, in CONSORT order (completed, withdrawn, lost,
-    death), others after in sorted order, "not recorded" last."""
-    if participants is None or "end_reason" not in participants:
-        return []
-    seen = set(participants["end_reason"].dropna().astype(str))
-    known = [r for r in END_REASON_LABELS if r in seen]
-    other = sorted(seen - set(known))
-    missing = [NOT_RECORDED] if participants["end_reason"].isna().any() else []
-    return known + other + missing
+def end_reason_cells(
+    participants: pd.DataFrame | None, config: Mapping[str, Any]
+) -> tuple[list[str], dict[tuple[str, str], str]]:
+    """How follow-up ended, by arm, exactly as Table 1 shows it: its levels (natural order,
+    ``missing`` last) and ``{(level, arm role): text}`` under Table 1's own rule for a
+    categorical row (zero hidden too; secondary suppression over the arms adding up to overall
+    and the levels adding up to the arm's N; every cell of an arm under `min_cell` hidden).
+    Computing it the same way means the figure hides what the table hides, so that the two
+    together give nothing back by subtraction. Empty without an ``end_reason`` column."""
+    from recurstudy.config import level_order
+
+    if participants is None or "end_reason" not in participants or ARM not in participants:
+        return [], {}
+    min_cell = int(config.get("min_cell", 5))
+    control, intervention = arm_labels(config)
+    arm = participants[ARM].astype(str)
+    arms = [
+        ("control", arm == control),
+        ("intervention", arm == intervention),
+        ("overall", pd.Series(True, index=participants.index)),
+    ]
+    series = participants["end_reason"]
+    s = series.astype("object").where(series.notna(), "missing").astype(str)
+    levels = level_order(dict(config), "", set(s) - {"missing"})
+    levels += ["missing"] if (s == "missing").any() else []
+    values = {}
+    for lev in levels:
+        for name, mask in arms:
+            values[(lev, name)] = int(((s == lev) & mask).sum())
+    groups = [[(lev, name) for name, _ in arms] for lev in levels]
+    groups += [[(lev, name) for lev in levels] for name, _ in arms if len(levels) > 1]
+    primary, secondary = suppress(values, groups, min_cell)
+    for name, mask in arms:
+        if int(mask.sum()) < min_cell:
+            primary |= {(lev, name) for lev in levels}
+    cells = {c: cell_text(c, str(v), primary, secondary, min_cell) for c, v in values.items()}
+    order = {r: i for i, r in enumerate(END_REASON_LABELS)}
+    levels.sort(key=lambda lev: (lev == "missing", order.get(lev, len(order))))
+    return levels, cells
 
 
 def flow_counts(
     flow: Mapping[str, Any],
     participants: pd.DataFrame | None,
     config: Mapping[str, Any],
+    cells: Any = None,
 ) -> dict[str, Any]:
     """The counts of the flow diagram as the reader sees them (text, after disclosure control).
 
     From ``results/validated/flow.json`` (received, excluded and analysed by arm, validation
     reasons) and the validated participants (how follow-up ended, by arm, among those
-    analysed). Counts below `min_cell` show ``<5`` (zero shown: nobody excluded identifies
-    nobody), with secondary suppression (``[s]``) over the flow table's relations (received =
-    excluded + analysed per column, the arms adding up to the total per row) and over the
-    end-of-follow-up counts (reasons add up to the arm's analysed count; each reason's arms add
-    up to its overall count, which Table 1 shows). Returns ``{"cells": {(stage, role): text},
-    "reasons": [(reason, text)], "end_reasons": [reason, ...], "other": bool}``.
+    analysed). Received, excluded and analysed come from the report-wide disclosure plan
+    `cells` when given (an object with ``text((stage, role))``, as
+    ``recurstudy.report.disclosure.cohort_cells`` makes), else under the flow table's rule
+    (counts below `min_cell` show ``<5``, zero shown, secondary suppression ``[s]`` over
+    received = excluded + analysed and the arms adding up to the total); how follow-up ended
+    is shown as Table 1 shows it (:func:`end_reason_cells`). The validation reasons (one
+    participant may fail several, so they add up to nothing) are each shown or ``<5``.
+    Returns ``{"cells": {(stage, role): text}, "reasons": [(check, text)], "end_reasons":
+    [level, ...], "other": bool}``; end-of-follow-up cells are keyed ``("end:<level>", role)``.
     """
     min_cell = int(config.get("min_cell", 5))
     fp = flow["participants"]
@@ -527,35 +560,24 @@ def flow_counts(
         for r in roles:
             values[(key, r)] = int(fp.get(f"{key}_by_arm", {}).get(r, 0))
         values[(key, "total")] = int(fp.get(key, 0))
-    cols = [*roles, "total"]
-    groups = [[(k, c) for k in stages] for c in cols]
-    groups += [[(k, c) for c in cols] for k in stages]
-    prio = {cell: {"excluded": 0, "received": 1, "analysed": 2}[cell[0]] for cell in values}
-    reasons = _end_reasons(participants)
-    labels = dict(zip(("control", "intervention"), arm_labels(config), strict=True))
-    if reasons:
-        s = (
-            participants["end_reason"]
-            .astype("object")
-            .where(participants["end_reason"].notna(), NOT_RECORDED)
-        )
-        arm = participants[ARM].astype(str)
-        for role in ("control", "intervention"):
-            for reason in reasons:
-                cell = (f"end:{reason}", role)
-                values[cell] = int(((s.astype(str) == reason) & (arm == labels[role])).sum())
-                prio[cell] = 0
-            groups.append([(f"end:{x}", role) for x in reasons] + [("analysed", role)])
-        for reason in reasons:
-            groups.append([(f"end:{reason}", "control"), (f"end:{reason}", "intervention")])
-    primary, secondary = suppress(values, groups, min_cell, suppress_zero=False, priority=prio)
-    cells = {c: cell_text(c, str(v), primary, secondary, min_cell) for c, v in values.items()}
+    if cells is not None:
+        shown = {c: cells.text(c) for c in values}
+    else:
+        cols = [*roles, "total"]
+        groups = [[(k, c) for k in stages] for c in cols]
+        groups += [[(k, c) for c in cols] for k in stages]
+        prio = {c: {"excluded": 0, "received": 1, "analysed": 2}[c[0]] for c in values}
+        primary, secondary = suppress(values, groups, min_cell, suppress_zero=False, priority=prio)
+        shown = {c: cell_text(c, str(v), primary, secondary, min_cell) for c, v in values.items()}
+    levels, ended = end_reason_cells(participants, config)
+    for (lev, role), text in ended.items():
+        shown[(f"end:{lev}", role)] = text
     why = fp.get("excluded_by_reason") or {}
     listed = [
         (str(k), fmt_count(v, min_cell, suppress_zero=False))
         for k, v in sorted(why.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
     ]
-    return {"cells": cells, "reasons": listed, "end_reasons": reasons, "other": other}
+    return {"cells": shown, "reasons": listed, "end_reasons": levels, "other": other}
 
 
 def _short(text: Any, width: int = 48) -> str:
@@ -564,13 +586,17 @@ def _short(text: Any, width: int = 48) -> str:
 
 
 def flow_figure(
-    flow: Mapping[str, Any], participants: pd.DataFrame | None, config: Mapping[str, Any]
+    flow: Mapping[str, Any],
+    participants: pd.DataFrame | None,
+    config: Mapping[str, Any],
+    cells: Any = None,
 ):
     """CONSORT-style participant flow: boxes and arrows from received, beside it those excluded
     by validation with the failing checks (a participant may fail several), then per arm:
     received and excluded, how follow-up ended (completed, withdrew, lost to follow-up, died,
-    from the ``end_reason`` column), and analysed. Counts as :func:`flow_counts` shows them."""
-    data = flow_counts(flow, participants, config)
+    from the ``end_reason`` column), and analysed. Counts as :func:`flow_counts` shows them
+    (`cells`: the report-wide disclosure plan, when the report has one)."""
+    data = flow_counts(flow, participants, config, cells)
     cells = data["cells"]
     arms = dict(zip(("control", "intervention"), arm_labels(config), strict=True))
     fig = _figure(10, 7.5)
@@ -633,7 +659,9 @@ def flow_figure(
 # ------------------------------------------------------------------------------ episode counts
 
 
-def episode_distribution(counts: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
+def episode_distribution(
+    counts: pd.DataFrame, config: Mapping[str, Any], cells: Any = None
+) -> pd.DataFrame:
     """Participants by number of events (0, 1, 2, ..., k+) and arm, disclosure-controlled.
 
     From ``results/analysis/counts.parquet`` (one row per analysed participant with
@@ -642,8 +670,10 @@ def episode_distribution(counts: pd.DataFrame, config: Mapping[str, Any]) -> pd.
     all in ``0``), so that the tail is never a handful of people. A category count below
     `min_cell` (zero is shown: it says that nobody had that many) is suppressed, with secondary
     suppression within an arm (its categories add up to the arm's N, shown in Table 1).
-    Columns: arm, category, order, n (the count, NaN when suppressed), text (what is shown:
-    the count, ``<5`` or ``[s]``).
+    With the report-wide disclosure plan `cells` of a *small* cohort (``cells.small``: an
+    arm's participants or events hidden somewhere), every category is hidden: the categories
+    would add up to the hidden counts. Columns: arm, category, order, n (the count, NaN when
+    suppressed), text (what is shown: the count, ``<5`` or ``[s]``).
     """
     min_cell = int(config.get("min_cell", 5))
     arms = list(arm_labels(config))
@@ -665,6 +695,8 @@ def episode_distribution(counts: pd.DataFrame, config: Mapping[str, Any]) -> pd.
             values[(a, label)] = int(sel.sum())
     groups = [[(a, label) for label, _, _ in cats] for a in arms]
     primary, secondary = suppress(values, groups, min_cell, suppress_zero=False)
+    if cells is not None and getattr(cells, "small", False):
+        secondary |= set(values) - primary
     rows = []
     for a in arms:
         for order, (label, _, _) in enumerate(cats):
@@ -682,12 +714,12 @@ def episode_distribution(counts: pd.DataFrame, config: Mapping[str, Any]) -> pd.
     return pd.DataFrame(rows, columns=["arm", "category", "order", "n", "text"])
 
 
-def episode_count_figure(counts: pd.DataFrame, config: Mapping[str, Any]):
+def episode_count_figure(counts: pd.DataFrame, config: Mapping[str, Any], cells: Any = None):
     """Bars of the number of participants with 0, 1, 2, ..., k+ events, side by side by arm
-    (:func:`episode_distribution`); a suppressed category has no bar, only its ``<5`` or
-    ``[s]`` label."""
+    (:func:`episode_distribution`; `cells`: the report-wide disclosure plan); a suppressed
+    category has no bar, only its ``<5`` or ``[s]`` label."""
     words = study_text(dict(config))
-    dist = episode_distribution(counts, config)
+    dist = episode_distribution(counts, config, cells)
     arms = list(arm_labels(config))
     cats = dist.drop_duplicates("order").sort_values("order")["category"].tolist()
     fig = _figure(8, 4.2)
