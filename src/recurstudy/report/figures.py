@@ -254,6 +254,17 @@ def _ratio_text(x: Any) -> str:
     return f"{x:.2f}" if x == 0 or 0.01 <= abs(x) < 100 else f"{x:.2g}"
 
 
+def _wrap(text: str, width: int = 40, lines: int = 2) -> str:
+    """`text` on at most `lines` lines of `width` characters (the forest's right column)."""
+    import textwrap
+
+    parts = textwrap.wrap(text, width) or [""]
+    if len(parts) > lines:
+        parts = parts[:lines]
+        parts[-1] = parts[-1][: width - 1] + "…"
+    return "\n".join(parts)
+
+
 def _row_status(r: Mapping[str, Any]) -> str:
     """``point`` (drawn), ``off scale`` (finite but outside the axis) or ``not estimable``."""
     ratio = r.get("ratio")
@@ -350,7 +361,7 @@ def forest_layout(
         else:
             message = str(r.get("message") or "").strip()
             message = " ".join(message.split())
-            text = "not estimable" + (f": {message[:60]}" if message else "")
+            text = _wrap("not estimable" + (f": {message}" if message else ""))
         small = f"{r['model']} · {r.get('measure', '')}" + (
             " · primary analysis" if is_primary else ""
         )
@@ -395,9 +406,9 @@ def forest_figure(
     lines = layout["lines"]
     lo, hi = layout["limits"]
     n = max(len(lines), 1)
-    height = 0.42 * n + 2.0
+    height = 0.42 * n + 2.2
     fig = _figure(10, height)
-    ax = fig.add_axes((0.36, 1.15 / height, 0.36, 1 - 1.65 / height))
+    ax = fig.add_axes((0.36, 1.15 / height, 0.36, 1 - 1.85 / height))
     label_at = ax.get_yaxis_transform()
     heading_at = blended_transform_factory(fig.transFigure, ax.transData)
     for k, line in enumerate(lines):
@@ -422,23 +433,24 @@ def forest_figure(
             ax.plot([c_lo, c_hi], [y, y], color=colour, linewidth=1.5)
             for end, edge, mark in ((c_lo, lo, "<"), (c_hi, hi, ">")):
                 if end == edge:  # the interval goes beyond the axis
-                    ax.plot([end], [y], mark, color=colour, markersize=5)
+                    ax.plot([end], [y], mark, color=colour, markersize=5, clip_on=False)
             marker, size = ("D", 9) if line["primary"] else ("s", 6)
             ax.plot([line["ratio"]], [y], marker, color=colour, markersize=size)
         elif line["status"] == "off scale":
             edge, mark = (lo, "<") if line["ratio"] < lo else (hi, ">")
-            ax.plot([edge], [y], mark, color="#B00020", markersize=7)
+            ax.plot([edge], [y], mark, color="#B00020", markersize=7, clip_on=False)
         bad = line["status"] != "point"
         ax.text(
             1.02, y, mpl_text(line["text"]), transform=label_at, ha="left", va="center",
             fontsize=9, color="#B00020" if bad else "#333333",
         )  # fmt: skip
     ax.axvline(1.0, color="#777777", linewidth=1, linestyle="--")
-    for value, ids in layout["claimed"]:
+    for k, (value, ids) in enumerate(layout["claimed"]):
         ax.axvline(value, color="#D55E00", linewidth=1.2, linestyle=":")
-        ax.text(
-            value, 1.0, mpl_text(f"claimed {value:g}" + (f" ({ids})" if ids else "")),
-            transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7.5,
+        ax.annotate(
+            mpl_text(f"claimed {value:g}" + (f" ({_short(ids, 24)})" if ids else "")),
+            xy=(value, 1.0), xycoords=ax.get_xaxis_transform(), xytext=(0, 2 + 9 * (k % 3)),
+            textcoords="offset points", ha="center", va="bottom", fontsize=7.5,
             color="#D55E00",
         )  # fmt: skip
     ax.set_xscale("log")
@@ -455,18 +467,18 @@ def forest_figure(
     ax.grid(axis="x", alpha=0.3)
     handles = [
         Line2D([], [], color="#333333", marker="s", linewidth=1.5, label="estimate, 95% CI"),
-        Line2D([], [], color="#0072B2", marker="s", linewidth=1.5, label="covariate-adjusted"),
-        Line2D(
-            [],
-            [],
-            color="#333333",
-            marker="D",
-            linestyle="",
-            markersize=8,
-            label="primary analysis",
-        ),  # fmt: skip
         Line2D([], [], color="#777777", linestyle="--", label="no effect (1)"),
     ]
+    models = [ln for ln in lines if ln["kind"] == "model"]
+    if any(ln["adjusted"] for ln in models):
+        handles.append(
+            Line2D([], [], color="#0072B2", marker="s", linewidth=1.5, label="covariate-adjusted")
+        )
+    if any(ln["primary"] for ln in models):
+        handles.append(
+            Line2D([], [], color="#333333", marker="D", linestyle="", markersize=8,
+                   label="primary analysis")
+        )  # fmt: skip
     if layout["claimed"]:
         handles.append(Line2D([], [], color="#D55E00", linestyle=":", label="claimed effect"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
