@@ -57,12 +57,16 @@ PAGE_FACTS = r"""
 (() => {
   const w = window.innerWidth, h = window.innerHeight;
   const wide = [];
-  for (const el of document.body.querySelectorAll('*')) {
+  const over = el => {
     const r = el.getBoundingClientRect();
-    if (r.width > 0 && (r.right > w + 0.5 || r.left < -0.5)) {
-      const where = `${Math.round(r.left)}..${Math.round(r.right)}`;
-      wide.push(`${el.tagName.toLowerCase()}.${el.className} ${where}`);
-    }
+    return r.width > 0 && (r.right > w + 0.5 || r.left < -0.5);
+  };
+  for (const el of document.body.querySelectorAll('*')) {
+    if (!over(el) || (el.parentElement && over(el.parentElement))) continue;  // outermost only
+    const r = el.getBoundingClientRect();
+    const out = el.closest('.jp-OutputArea-output') || el;
+    const what = out.innerText.trim().slice(0, 60).replace(/\s+/g, ' ');
+    wide.push(`${el.tagName.toLowerCase()} ${Math.round(r.left)}..${Math.round(r.right)}: ${what}`);
   }
   const first = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
