@@ -373,10 +373,11 @@ def test_mcf_cut_where_few_at_risk_and_marginal_mean_beside():
         {
             "arm": ["control"] * 4 + ["intervention"],
             "time": [10, 20, 30, 40, 15],
-            "mean": [0.2, 0.35, 0.5, 0.6, 0.1],
+            "mean": [0.2, 0.35, 0.5, 0.6, 0.0],
             "std_err": 0.05,
-            "conf_low": [0.1, 0.25, 0.4, 0.5, 0.0],
-            "conf_high": [0.3, 0.45, 0.6, 0.7, 0.2],
+            # a zero mean has no log-scale interval (ghosh_lin.marginal_mean_table: NaN)
+            "conf_low": [0.1, 0.25, 0.4, 0.5, np.nan],
+            "conf_high": [0.3, 0.45, 0.6, 0.7, np.nan],
         }
     )
     fig = figures.mcf_figure(mcf, CONFIG, marginal=marginal)
