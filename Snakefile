@@ -23,6 +23,7 @@ rule all:
         "results/plan_status.json",
         "results/sensitivity/forest.csv",
         "reports/report.html",
+        PDF_TARGETS,
         "reports/manifest.json",
         CLUSTER_TARGETS,
         SITE_TARGETS,

@@ -39,12 +39,14 @@ PACKAGES = (
     "ipykernel",
 )
 
-# Outputs the manifest leaves out: itself, the run-info file (wall time, host), Snakemake's
+# Outputs the manifest leaves out: itself, the run-info file (wall time, host), the PDF (printed
+# by whatever Chromium the machine has, if any: see recurstudy.report.pdf), Snakemake's
 # bookkeeping and the benchmark timings.
 MANIFEST = "reports/manifest.json"
 RUN_INFO = "reports/run_info.json"
+REPORT_PDF = "reports/report.pdf"
 OUTPUT_ROOTS = ("results", "reports")
-EXCLUDED_OUTPUTS = (MANIFEST, RUN_INFO)
+EXCLUDED_OUTPUTS = (MANIFEST, RUN_INFO, REPORT_PDF)
 EXCLUDED_PREFIXES = ("results/benchmarks/", ".snakemake/")
 EXCLUDED_NAMES = (".snakemake_timestamp", ".gitkeep")
 

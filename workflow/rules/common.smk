@@ -123,9 +123,12 @@ def report_inputs(wildcards):
 
 
 def manifest_inputs(wildcards):
-    """Every target of `rule all` (so that the manifest is written last) and the report."""
+    """Every target of `rule all` (so that the manifest is written last) and the report; not
+    the PDF, which the manifest leaves out (recurstudy.report.pdf)."""
     targets = [
-        str(f) for f in rules.all.input if str(f) not in ("reports/manifest.json",)
+        str(f)
+        for f in rules.all.input
+        if str(f) not in ("reports/manifest.json", "reports/report.pdf")
     ]
     return targets + ["reports/report.html"]
 

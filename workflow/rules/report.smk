@@ -3,6 +3,12 @@
 # input and output. recurstudy.report does the work; see docs/report.md.
 
 
+import sys
+
+from recurstudy.report.pdf import find_chromium
+from recurstudy.report.pdf import skip_message as pdf_skip_message
+
+
 report: "../report/workflow.rst"
 
 
@@ -87,3 +93,31 @@ rule manifest:
         code=source_hash("recurstudy.report"),
     script:
         "../scripts/manifest.py"
+
+
+# The same report as PDF, printed from reports/report.html by headless Chromium with the
+# network cut off (recurstudy.report.pdf). Only where Chromium is installed: elsewhere `all`
+# leaves it out and one line says so. Not in the manifest (Chromium build and fonts make its
+# bytes; the HTML it is printed from is in the manifest), so it is not an input of `manifest`.
+CHROMIUM = find_chromium()
+PDF_TARGETS = ["reports/report.pdf"] if CHROMIUM else []
+if not CHROMIUM:
+    print(pdf_skip_message(), file=sys.stderr)
+
+
+rule report_pdf:
+    input:
+        html="reports/report.html",
+    output:
+        pdf="reports/report.pdf",
+    log:
+        "logs/report_pdf.log",
+    conda:
+        "../envs/recurstudy.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        chromium=CHROMIUM or "chromium",
+        code=source_hash("recurstudy.report.pdf"),
+    script:
+        "../scripts/report_pdf.py"
