@@ -20,6 +20,7 @@ wrong with it (``missing value``, ``not a date (YYYY-MM-DD)``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ from recurstudy.contract import (
     LinkRule,
     OneOf,
     Range,
+    Trimmed,
     Unique,
     arm_labels,
     column_specs,
@@ -281,6 +283,55 @@ def _unique_check(frame: pd.DataFrame, keys: list[str], col: str) -> pa.Check:
     return pa.Check(check, name=label, ignore_na=False)
 
 
+def _folded_unique_check(col: str) -> pa.Check:
+    """Values equal once case and surrounding whitespace are ignored must be spelled the same:
+    every row of a group with two or more spellings fails (missing values pass)."""
+
+    def check(s: pd.Series) -> pd.Series:
+        ok = pd.Series(True, index=s.index)
+        if not s.notna().any():  # e.g. an absent column added as all-missing
+            return ok
+        text = s.astype(object).map(str, na_action="ignore")
+        key = text.str.strip().str.casefold()
+        twin = key.duplicated(keep=False) & key.notna()  # hashing first: few rows go further
+        if twin.any():
+            sub = text[twin]
+            spellings = sub.groupby(key[twin]).transform("nunique")
+            ok[twin] = (spellings <= 1).to_numpy()
+        return ok
+
+    return pa.Check(
+        check, name=f"{col} unique ignoring case and surrounding whitespace", ignore_na=False
+    )
+
+
+# Leading or trailing whitespace (Unicode, so no-break spaces too), or a control character.
+_UNTRIMMED = r"^\s|\s$|[\x00-\x1f\x7f]"
+
+
+def _trimmed_check(col: str) -> pa.Check:
+    def check(s: pd.Series) -> pd.Series:
+        import pyarrow as pa_
+        import pyarrow.compute as pc
+
+        if not s.notna().any():
+            return pd.Series(True, index=s.index)
+        text = s.astype(object).map(str, na_action="ignore")
+        try:  # Arrow: vectorised, Unicode whitespace (no-break spaces too)
+            arr = pa_.array(text.to_numpy(), type=pa_.string(), from_pandas=True)
+            trimmed = pc.equal(pc.utf8_trim_whitespace(arr), arr)
+            clean = pc.invert(pc.match_substring_regex(arr, r"[\x00-\x1f\x7f]"))
+            good = pc.fill_null(pc.and_(trimmed, clean), True)
+            return pd.Series(good.to_numpy(zero_copy_only=False), index=s.index)
+        except (pa_.ArrowException, TypeError, ValueError):  # pragma: no cover - fallback
+            bad = text.map(lambda v: bool(re.search(_UNTRIMMED, v)), na_action="ignore")
+            return ~bad.fillna(False).astype(bool)
+
+    return pa.Check(
+        check, name=f"{col} without surrounding whitespace or control characters", ignore_na=False
+    )
+
+
 def _rule_check(rule: object, typed: pd.DataFrame, config: Mapping[str, Any]) -> pa.Check:
     """The pandera check of one row rule declared in :data:`recurstudy.contract.ROW_RULES`."""
     if isinstance(rule, Range):
@@ -290,8 +341,12 @@ def _rule_check(rule: object, typed: pd.DataFrame, config: Mapping[str, Any]) ->
         return _in_check(rule.column, tuple(allowed))
     if isinstance(rule, Compare):
         return _compare_check(typed, rule.column, rule.op, rule.other)
+    if isinstance(rule, Unique) and rule.fold:
+        return _folded_unique_check(rule.column)
     if isinstance(rule, Unique):
         return _unique_check(typed, list(rule.keys), rule.column)
+    if isinstance(rule, Trimmed):
+        return _trimmed_check(rule.column)
     raise TypeError(f"unknown row rule {rule!r}")
 
 
