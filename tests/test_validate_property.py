@@ -55,9 +55,31 @@ CONFIG = {
 cell_values = st.one_of(
     st.text(max_size=30),
     st.sampled_from(
-        ["", "NA", "null", "NaN", "inf", "-inf", "1e400", "-1", "0", "007", " P0001", "p0001",
-         "2025-02-30", "31/12/2025", "45663", "2025-01-06T10:00:00+02:00", "control ",
-         "intervention", "9" * 400, '"', "\n", ",", ";"]
+        [
+            "",
+            "NA",
+            "null",
+            "NaN",
+            "inf",
+            "-inf",
+            "1e400",
+            "-1",
+            "0",
+            "007",
+            " P0001",
+            "p0001",
+            "2025-02-30",
+            "31/12/2025",
+            "45663",
+            "2025-01-06T10:00:00+02:00",
+            "control ",
+            "intervention",
+            "9" * 400,
+            '"',
+            "\n",
+            ",",
+            ";",
+        ]
     ),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
@@ -206,7 +228,9 @@ def test_the_uncorrupted_slice_passes(tmp_path: Path) -> None:
     config = {**CONFIG, "data": {t: f"cohort/{t}.csv" for t in TABLES}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     code = main_validate(
-        str(tmp_path / "config.yaml"), str(tmp_path / "out"), str(tmp_path / "clean"),
+        str(tmp_path / "config.yaml"),
+        str(tmp_path / "out"),
+        str(tmp_path / "clean"),
         str(tmp_path),
     )
     assert code == 0

@@ -180,7 +180,8 @@ def _check_not_binary(path: Path, data: bytes) -> None:
     if len(head) >= 4 and (odd.count(0) > 0.8 * len(odd) or even.count(0) > 0.8 * len(even)):
         order = "little-endian" if odd.count(0) > even.count(0) else "big-endian"
         raise InputError(
-            path, f"looks UTF-16 encoded ({order}, no byte-order mark: NUL bytes between "
+            path,
+            f"looks UTF-16 encoded ({order}, no byte-order mark: NUL bytes between "
             f"the characters){_SAVE_AS}",
         )
     line = data.count(b"\n", 0, nul) + 1

@@ -72,6 +72,9 @@ _BOOLEAN_WORDS = {
     "0": False,
 }
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+# The first and last whole days of pandas' datetime64[ns] range.
+_FIRST_DAY = pd.Timestamp.min.ceil("D")
+_LAST_DAY = pd.Timestamp.max.floor("D")
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -90,7 +93,10 @@ def parse_date(s: pd.Series) -> pd.Series:
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         s = s.dt.tz_localize(None)
     if pd.api.types.is_datetime64_dtype(s.dtype):
-        return s.astype("datetime64[ns]").dt.normalize()
+        # Parquet dates and coarse timestamps may lie outside the nanosecond range (1677-09-22
+        # to 2262-04-11, e.g. a placeholder 9999-12-31): those are not dates here, like in a CSV
+        inside = (s >= _FIRST_DAY) & (s <= _LAST_DAY)
+        return s.where(inside).astype("datetime64[ns]").dt.normalize()
     if s.dtype != object:
         return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     iso, other = _iso_mask(s)
@@ -108,10 +114,11 @@ def _iso_mask(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 
     try:  # Arrow's regex engine is much faster than a Python-level regex per value
         arr = pa.array(s.to_numpy(), type=pa.string(), from_pandas=True)
-    except (pa.ArrowException, TypeError, ValueError):
-        iso = s.str.fullmatch(_ISO_DATE)
-        other = iso.isna() & s.notna()
-        return iso.fillna(False).astype(bool), other
+    except (pa.ArrowException, TypeError, ValueError):  # values that are not all text
+        is_text = s.map(lambda v: isinstance(v, str)).astype(bool)
+        iso = s.map(lambda v: isinstance(v, str) and re.fullmatch(_ISO_DATE, v) is not None)
+        other = ~is_text & s.notna()
+        return iso.astype(bool), other
     iso = pc.fill_null(pc.match_substring_regex(arr, f"^{_ISO_DATE}$"), False)
     iso = pd.Series(iso.to_numpy(zero_copy_only=False), index=s.index)
     return iso, pd.Series(False, index=s.index)

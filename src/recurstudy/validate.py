@@ -294,7 +294,8 @@ def _warnings(
     bounds = p[[ID, ARM, "enrolled_on", "followup_end"]].drop_duplicates(ID)
     linked = e[[ID, "onset_on"]].merge(bounds, on=ID, how="inner")
     events = linked[
-        (linked["onset_on"] > linked["enrolled_on"]) & (linked["onset_on"] <= linked["followup_end"])
+        (linked["onset_on"] > linked["enrolled_on"])
+        & (linked["onset_on"] <= linked["followup_end"])
     ]
     if not zero.all():
         for role, label in labels.items():

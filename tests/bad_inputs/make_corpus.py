@@ -247,7 +247,11 @@ case(
     "quote_newline_in_id",
     "a quoted participant id containing a line break",
     error("participants", "whitespace", column="participant_id", row=3),
-    {"participants.csv": participants(*replace_row(P_ROWS, 1, '"P0\n2",control,2025-01-13,2025-07-13,41'))},
+    {
+        "participants.csv": participants(
+            *replace_row(P_ROWS, 1, '"P0\n2",control,2025-01-13,2025-07-13,41')
+        )
+    },
 )
 case(
     "quote_doubled_quotes",
@@ -407,7 +411,11 @@ for name, value, why in [
         name,
         f"enrolled_on as {why} ({value!r}): only YYYY-MM-DD is accepted, the message says so",
         error("participants", _DATE_CHECK, column="enrolled_on", row=2, value=value),
-        {"participants.csv": participants(*replace_row(P_ROWS, 0, P_ROWS[0].replace("2025-01-06", value, 1)))},
+        {
+            "participants.csv": participants(
+                *replace_row(P_ROWS, 0, P_ROWS[0].replace("2025-01-06", value, 1))
+            )
+        },
     )
 case(
     "date_null_strings_optional",
@@ -447,7 +455,11 @@ for name, value, check, why in [
         name,
         f"age as {why} ({value!r})",
         error("participants", check, column="age", row=3, value=value),
-        {"participants.csv": participants(*replace_row(P_ROWS, 1, P_ROWS[1].rsplit(",", 1)[0] + "," + cell))},
+        {
+            "participants.csv": participants(
+                *replace_row(P_ROWS, 1, P_ROWS[1].rsplit(",", 1)[0] + "," + cell)
+            )
+        },
     )
 case(
     "num_integer_fraction",
@@ -455,7 +467,10 @@ case(
     error("participants", "not an integer", column="prior_episodes", row=3, value="1e20"),
     {
         "participants.csv": participants(
-            *[r + "," + v for r, v in zip(P_ROWS, ["2.5", "1e20", "0", "1", "-0", ""], strict=True)],
+            *[
+                r + "," + v
+                for r, v in zip(P_ROWS, ["2.5", "1e20", "0", "1", "-0", ""], strict=True)
+            ],
             head=P_HEAD.replace("\n", ",prior_episodes\n"),
         )
     },
@@ -479,7 +494,11 @@ case(
     "followup_before_enrolment",
     "follow-up ending before enrolment",
     error("participants", "followup_end >= enrolled_on", column="followup_end", row=4),
-    {"participants.csv": participants(*replace_row(P_ROWS, 2, "P03,control,2025-02-03,2024-08-03,29"))},
+    {
+        "participants.csv": participants(
+            *replace_row(P_ROWS, 2, "P03,control,2025-02-03,2024-08-03,29")
+        )
+    },
 )
 case(
     "episode_after_followup",
@@ -490,7 +509,9 @@ case(
 case(
     "episode_before_enrolment",
     "an unresolved episode before enrolment",
-    error("episodes", "onset_on > enrolled_on or resolved_on > enrolled_on", column="onset_on", row=4),
+    error(
+        "episodes", "onset_on > enrolled_on or resolved_on > enrolled_on", column="onset_on", row=4
+    ),
     {"episodes.csv": episodes(*replace_row(E_ROWS, 2, "P02,2024-12-01,,6"))},
 )
 case(
@@ -531,19 +552,30 @@ case(
     "col_duplicate",
     "the column arm twice in the header",
     error("participants", "readable", value="repeats column name(s) arm"),
-    {"participants.csv": participants(*[r + ",control" for r in P_ROWS], head=P_HEAD.replace("\n", ",arm\n"))},
+    {
+        "participants.csv": participants(
+            *[r + ",control" for r in P_ROWS], head=P_HEAD.replace("\n", ",arm\n")
+        )
+    },
 )
 case(
     "col_duplicate_whitespace",
     "'onset_on' and ' onset_on ' in one header: the same name once spaces are ignored",
     error("episodes", "readable", value="repeats column name(s) onset_on"),
-    {"episodes.csv": episodes(*[r + ",x" for r in E_ROWS], head=E_HEAD.replace("\n", ", onset_on \n"))},
+    {
+        "episodes.csv": episodes(
+            *[r + ",x" for r in E_ROWS], head=E_HEAD.replace("\n", ", onset_on \n")
+        )
+    },
 )
 case(
     "col_missing_required",
     "no followup_end column",
     error("participants", "column present", column="followup_end"),
-    {"participants.csv": "participant_id,arm,enrolled_on\n" + "".join(",".join(r.split(",")[:3]) + "\n" for r in P_ROWS)},
+    {
+        "participants.csv": "participant_id,arm,enrolled_on\n"
+        + "".join(",".join(r.split(",")[:3]) + "\n" for r in P_ROWS)
+    },
 )
 case(
     "col_wrong_case",
@@ -555,19 +587,31 @@ case(
     "col_extra_unknown",
     "columns the contract does not know: kept, not checked, and named in a warning",
     ok("not in the data contract"),
-    {"participants.csv": participants(*[r + ",x,1" for r in P_ROWS], head=P_HEAD.replace("\n", ",notes,bmi\n"))},
+    {
+        "participants.csv": participants(
+            *[r + ",x,1" for r in P_ROWS], head=P_HEAD.replace("\n", ",notes,bmi\n")
+        )
+    },
 )
 case(
     "col_reserved_row",
     "a column named _row (the validator's own source-line column)",
     error("participants", "readable", value="_row"),
-    {"participants.csv": participants(*[r + ",1" for r in P_ROWS], head=P_HEAD.replace("\n", ",_row\n"))},
+    {
+        "participants.csv": participants(
+            *[r + ",1" for r in P_ROWS], head=P_HEAD.replace("\n", ",_row\n")
+        )
+    },
 )
 case(
     "col_empty_name",
     "a header with an empty column name (a trailing comma)",
     error("participants", "readable", value="empty column name"),
-    {"participants.csv": participants(*[r + "," for r in P_ROWS], head=P_HEAD.replace("\n", ",\n"))},
+    {
+        "participants.csv": participants(
+            *[r + "," for r in P_ROWS], head=P_HEAD.replace("\n", ",\n")
+        )
+    },
 )
 case(
     "col_covariate_missing",
@@ -586,7 +630,15 @@ case(
     "col_boolean_bad",
     "a boolean covariate holding 'maybe'",
     error("participants", "not a boolean", column="smoker", row=5, value="maybe"),
-    {"participants.csv": participants(*[r + "," + v for r, v in zip(P_ROWS, ["yes", "no", "TRUE", "maybe", "0", ""], strict=True)], head=P_HEAD.replace("\n", ",smoker\n"))},
+    {
+        "participants.csv": participants(
+            *[
+                r + "," + v
+                for r, v in zip(P_ROWS, ["yes", "no", "TRUE", "maybe", "0", ""], strict=True)
+            ],
+            head=P_HEAD.replace("\n", ",smoker\n"),
+        )
+    },
     config={"covariates": {"smoker": "boolean"}},
 )
 
@@ -608,7 +660,7 @@ case(
     "no episodes at all: valid, with a warning that no arm has an event",
     ok("no episode"),
     {"episodes.csv": E_HEAD},
-    )
+)
 case(
     "table_participants_header_only",
     "a participants file with only its header",
@@ -647,27 +699,51 @@ case(
     "arm_unknown_labels",
     "arms coded 0/1 while the config expects control/intervention",
     error("participants", "arm in {control, intervention}", column="arm", row=2, value="0"),
-    {"participants.csv": participants(*[r.replace(",control,", ",0,").replace(",intervention,", ",1,") for r in P_ROWS])},
+    {
+        "participants.csv": participants(
+            *[r.replace(",control,", ",0,").replace(",intervention,", ",1,") for r in P_ROWS]
+        )
+    },
 )
 case(
     "arm_trailing_space",
     "an arm label with a trailing space ('control ')",
     error("participants", "arm in {control, intervention}", column="arm", row=3, value="control "),
-    {"participants.csv": participants(*replace_row(P_ROWS, 1, P_ROWS[1].replace("control", '"control "')))},
+    {
+        "participants.csv": participants(
+            *replace_row(P_ROWS, 1, P_ROWS[1].replace("control", '"control "'))
+        )
+    },
 )
 case(
     "end_reason_unknown",
     "an end_reason that is not in the contract",
     error("participants", "end_reason in {", column="end_reason", row=2, value="moved away"),
-    {"participants.csv": participants(*[r + "," + v for r, v in zip(P_ROWS, ["moved away", "completed", "", "withdrawn", "completed", "lost_to_followup"], strict=True)], head=P_HEAD.replace("\n", ",end_reason\n"))},
+    {
+        "participants.csv": participants(
+            *[
+                r + "," + v
+                for r, v in zip(
+                    P_ROWS,
+                    ["moved away", "completed", "", "withdrawn", "completed", "lost_to_followup"],
+                    strict=True,
+                )
+            ],
+            head=P_HEAD.replace("\n", ",end_reason\n"),
+        )
+    },
 )
 
 # ------------------------------------------------------------------ valid but degenerate
 
 _ctrl = [f"C{i:02d},control,2025-01-{i + 1:02d},2025-07-{i + 1:02d},{30 + i}" for i in range(1, 11)]
-_intv = [f"T{i:02d},intervention,2025-01-{i + 1:02d},2025-07-{i + 1:02d},{30 + i}" for i in range(1, 11)]
+_intv = [
+    f"T{i:02d},intervention,2025-01-{i + 1:02d},2025-07-{i + 1:02d},{30 + i}" for i in range(1, 11)
+]
 _ctrl_eps = [
-    f"C{i:02d},2025-{m:02d}-15,2025-{m:02d}-18,5" for i in range(1, 11) for m in range(2, 2 + i % 4 + 1)
+    f"C{i:02d},2025-{m:02d}-15,2025-{m:02d}-18,5"
+    for i in range(1, 11)
+    for m in range(2, 2 + i % 4 + 1)
 ]
 case(
     "degenerate_one_arm_no_episodes",
@@ -690,7 +766,12 @@ case(
     "every participant's follow-up ends on the day of enrolment: nobody is at risk",
     ok("no follow-up after enrolment", degenerate=True),
     {
-        "participants.csv": participants(*[",".join([*r.split(",")[:3], r.split(",")[2], r.split(",")[4]]) for r in _ctrl + _intv]),
+        "participants.csv": participants(
+            *[
+                ",".join([*r.split(",")[:3], r.split(",")[2], r.split(",")[4]])
+                for r in _ctrl + _intv
+            ]
+        ),
         "episodes.csv": E_HEAD,
     },
 )
@@ -715,7 +796,9 @@ case(
     "on_invalid: exclude with two bad participants: the rest are analysed, the two listed",
     ok("participants excluded", excluded=["P02", "P04"]),
     {
-        "participants.csv": participants(*replace_row(P_ROWS, 1, P_ROWS[1].rsplit(",", 1)[0] + ",7")),
+        "participants.csv": participants(
+            *replace_row(P_ROWS, 1, P_ROWS[1].rsplit(",", 1)[0] + ",7")
+        ),
         "episodes.csv": episodes(*replace_row(E_ROWS, 3, "P04,2025-09-11,2025-09-12,3")),
     },
     config={"on_invalid": "exclude"},
@@ -726,6 +809,86 @@ case(
     error("episodes", "readable", value="';'-delimited"),
     {"episodes.csv": episodes().replace(",", ";")},
     config={"on_invalid": "exclude"},
+)
+
+
+# -------------------------------------------------------------------------------- Parquet
+
+
+def _parquet(**columns: object) -> bytes:
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = {
+        "participant_id": pa.array(["P01", "P04"]),
+        "arm": pa.array(["control", "intervention"]),
+        "enrolled_on": pa.array([dt.date(2025, 1, 6), dt.date(2025, 1, 8)]),
+        "followup_end": pa.array([dt.date(2025, 7, 6), dt.date(2025, 7, 8)]),
+    }
+    base.update(columns)  # type: ignore[arg-type]
+    buf = io.BytesIO()
+    pq.write_table(pa.table(base), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _pq_case(name: str, why: str, expect: dict, columns: dict) -> None:
+    case(
+        name,
+        why,
+        expect,
+        {"participants.parquet": _parquet(**columns), "episodes.csv": episodes(*E_ROWS[:2])},
+        config={"data": {"participants": "participants.parquet"}},
+    )
+    del CASES[name]["files"]["participants.csv"]
+
+
+def _pq_columns() -> dict[str, dict]:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    return {
+        "pq_date_out_of_range": {
+            "followup_end": pa.array([dt.date(2025, 7, 6), dt.date(9999, 12, 31)])
+        },
+        "pq_time_of_day": {"enrolled_on": pa.array([dt.time(1, 0), dt.time(2, 0)])},
+        "pq_int_ids_null": {"participant_id": pa.array([1, None], type=pa.int64())},
+        "pq_tz_timestamps": {
+            "enrolled_on": pa.array(
+                [dt.datetime(2025, 1, 5, 23, 30), dt.datetime(2025, 1, 8, 9, 0)],
+                type=pa.timestamp("us", tz="Europe/Paris"),
+            )
+        },
+    }
+
+
+_PQ = _pq_columns()
+_pq_case(
+    "pq_date_out_of_range",
+    "a Parquet date column holding the placeholder 9999-12-31 (beyond the supported range "
+    "1677-09-22 .. 2262-04-11): not a date, no crash",
+    error("participants", _DATE_CHECK, column="followup_end", row=2, value="9999-12-31"),
+    _PQ["pq_date_out_of_range"],
+)
+_pq_case(
+    "pq_time_of_day",
+    "a Parquet time-of-day column where a date belongs",
+    error("participants", _DATE_CHECK, column="enrolled_on", row=1, value="01:00:00"),
+    _PQ["pq_time_of_day"],
+)
+_pq_case(
+    "pq_int_ids_null",
+    "integer ids in Parquet with a null: the null is a missing id (ids are compared as text)",
+    error("participants", "missing value", column="participant_id", row=2),
+    _PQ["pq_int_ids_null"],
+)
+_pq_case(
+    "pq_tz_timestamps",
+    "Parquet timestamps with a time zone: the local date is kept, the time of day dropped",
+    ok(None),
+    _PQ["pq_tz_timestamps"],
 )
 
 
