@@ -290,21 +290,37 @@ def _unique_check(frame: pd.DataFrame, keys: list[str], col: str) -> pa.Check:
     return pa.Check(check, name=label, ignore_na=False)
 
 
+def _arrow_text(s: pd.Series) -> Any:
+    """`s` as an Arrow string array (missing values null); non-text values by their ``str``."""
+    import pyarrow as pa_
+
+    try:  # text columns convert without a Python-level loop
+        return pa_.array(s.to_numpy(dtype=object), type=pa_.string(), from_pandas=True)
+    except (pa_.ArrowException, TypeError, ValueError):
+        text = s.astype(object).map(str, na_action="ignore")
+        return pa_.array(text.to_numpy(dtype=object), type=pa_.string(), from_pandas=True)
+
+
 def _folded_unique_check(col: str) -> pa.Check:
     """Values equal once case and surrounding whitespace are ignored must be spelled the same:
     every row of a group with two or more spellings fails (missing values pass)."""
 
     def check(s: pd.Series) -> pd.Series:
+        import pyarrow.compute as pc
+
         ok = pd.Series(True, index=s.index)
         if not s.notna().any():  # e.g. an absent column added as all-missing
             return ok
-        text = s.astype(object).map(str, na_action="ignore")
-        key = text.str.strip().str.casefold()
-        twin = key.duplicated(keep=False) & key.notna()  # hashing first: few rows go further
-        if twin.any():
-            sub = text[twin]
-            spellings = sub.groupby(key[twin]).transform("nunique")
-            ok[twin] = (spellings <= 1).to_numpy()
+        arr = _arrow_text(s)
+        key = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+        # fast path (one hash): every folded key distinct, so no key has two spellings
+        if len(pc.unique(key.drop_null())) == len(key) - key.null_count:
+            return ok
+        text = pd.Series(arr.to_numpy(zero_copy_only=False), index=s.index)
+        folded = pd.Series(key.to_numpy(zero_copy_only=False), index=s.index)
+        twin = folded.duplicated(keep=False) & folded.notna()
+        spellings = text[twin].groupby(folded[twin]).transform("nunique")
+        ok[twin] = (spellings <= 1).to_numpy()
         return ok
 
     return pa.Check(
@@ -312,27 +328,19 @@ def _folded_unique_check(col: str) -> pa.Check:
     )
 
 
-# Leading or trailing whitespace (Unicode, so no-break spaces too), or a control character.
-_UNTRIMMED = r"^\s|\s$|[\x00-\x1f\x7f]"
-
-
 def _trimmed_check(col: str) -> pa.Check:
+    """No surrounding whitespace (Unicode: no-break spaces too) and no control character."""
+
     def check(s: pd.Series) -> pd.Series:
-        import pyarrow as pa_
         import pyarrow.compute as pc
 
         if not s.notna().any():
             return pd.Series(True, index=s.index)
-        text = s.astype(object).map(str, na_action="ignore")
-        try:  # Arrow: vectorised, Unicode whitespace (no-break spaces too)
-            arr = pa_.array(text.to_numpy(), type=pa_.string(), from_pandas=True)
-            trimmed = pc.equal(pc.utf8_trim_whitespace(arr), arr)
-            clean = pc.invert(pc.match_substring_regex(arr, r"[\x00-\x1f\x7f]"))
-            good = pc.fill_null(pc.and_(trimmed, clean), True)
-            return pd.Series(good.to_numpy(zero_copy_only=False), index=s.index)
-        except (pa_.ArrowException, TypeError, ValueError):  # pragma: no cover - fallback
-            bad = text.map(lambda v: bool(re.search(_UNTRIMMED, v)), na_action="ignore")
-            return ~bad.fillna(False).astype(bool)
+        arr = _arrow_text(s)
+        trimmed = pc.equal(pc.utf8_trim_whitespace(arr), arr)
+        clean = pc.invert(pc.match_substring_regex(arr, r"[\x00-\x1f\x7f]"))
+        good = pc.fill_null(pc.and_(trimmed, clean), True)
+        return pd.Series(good.to_numpy(zero_copy_only=False), index=s.index)
 
     return pa.Check(
         check, name=f"{col} without surrounding whitespace or control characters", ignore_na=False
