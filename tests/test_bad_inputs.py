@@ -112,6 +112,8 @@ def test_bad_input(case: str, tmp_path: Path, capsys, caplog) -> None:
         if expect.get("warning"):
             assert expect["warning"] in err, err
             assert expect["warning"] in report_md
+        if expect.get("report_md_excludes"):
+            assert expect["report_md_excludes"] not in report_md
         if expect.get("ids"):
             ids = pd.read_parquet(clean_dir / "participants.parquet")["participant_id"]
             assert sorted(ids) == sorted(expect["ids"])  # text, leading zeros kept

@@ -116,13 +116,15 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 "check the delimiter and quoting",
             )
 
-    df.columns = [str(c).strip() for c in df.columns]
+    names = [str(c).strip() for c in df.columns]
     lines = _record_lines(data, len(df))
-    for col in df.columns:
-        values = df[col].astype(object)
-        df[col] = values.where(values != "", np.nan)
-    df[ROW_COLUMN] = lines
-    return df
+    # one new frame rather than a column at a time (a file may have thousands of columns)
+    columns = {}
+    for i, name in enumerate(names):
+        values = df.iloc[:, i].astype(object)
+        columns[name] = values.where(values != "", np.nan)
+    columns[ROW_COLUMN] = pd.Series(lines, index=df.index)
+    return pd.DataFrame(columns, index=df.index)
 
 
 def _clean(exc: Exception) -> str:

@@ -12,6 +12,7 @@ participants and report examples are assembled row by row.
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 from collections.abc import Mapping
@@ -533,7 +534,7 @@ def _markdown(outcome: ValidationOutcome, counts: pd.DataFrame, flow: dict) -> s
         lines.append(f"**Result: failed.** {_summary_line(outcome)}.")
     if outcome.warnings:
         lines += ["", "## Warnings", ""]
-        lines += [f"- {_md_cell(w, 400)}" for w in outcome.warnings]
+        lines += [f"- {_md_cell(html.escape(w, quote=False), 400)}" for w in outcome.warnings]
     lines += ["", f"Mode (`on_invalid`): `{outcome.mode}`", "", "| table | file |", "|---|---|"]
     for table in TABLES:
         lines.append(f"| {table} | {_md_cell(outcome.files.get(table, '(not given)'))} |")

@@ -279,23 +279,23 @@ case(
 )
 case(
     "long_line",
-    "a 300,000-character free-text cell (longer than Python csv's default field limit)",
+    "a 140,000-character free-text cell (longer than Python csv's default field limit)",
     ok("not in the data contract"),
     {
         "participants.csv": participants(
             *[r + ",x" for r in P_ROWS[:-1]],
-            P_ROWS[-1] + "," + "y" * 300000,
+            P_ROWS[-1] + "," + "y" * 140000,
             head=P_HEAD.replace("\n", ",note\n"),
         )
     },
 )
 case(
     "long_header_name",
-    "a 200,000-character column name (a pasted blob in the header)",
+    "a 140,000-character column name (a pasted blob in the header)",
     ok("not in the data contract"),
     {
         "participants.csv": participants(
-            *[r + ",1" for r in P_ROWS], head=P_HEAD.replace("\n", "," + "h" * 200000 + "\n")
+            *[r + ",1" for r in P_ROWS], head=P_HEAD.replace("\n", "," + "h" * 140000 + "\n")
         )
     },
 )
@@ -811,6 +811,35 @@ case(
     config={"on_invalid": "exclude"},
 )
 
+
+case(
+    "enc_cr_only",
+    "classic Mac line ends (CR only): accepted",
+    ok(None),
+    {"participants.csv": participants().replace("\n", "\r")},
+)
+case(
+    "col_many_unknown",
+    "5,000 extra columns: accepted, the warning names the first ten",
+    ok("5000 column(s) not in the data contract"),
+    {
+        "participants.csv": participants(
+            *[r + ",1" * 5000 for r in P_ROWS],
+            head=P_HEAD.replace("\n", "".join(f",c{i}" for i in range(5000)) + "\n"),
+        )
+    },
+)
+case(
+    "col_html_name",
+    "a column named <script>alert(1)</script>: named in the warning, escaped in report.md",
+    ok("not in the data contract", report_md_excludes="<script>"),
+    {
+        "participants.csv": participants(
+            *[r + ",1" for r in P_ROWS],
+            head=P_HEAD.replace("\n", ",<script>alert(1)</script>\n"),
+        )
+    },
+)
 
 # -------------------------------------------------------------------------------- Parquet
 
