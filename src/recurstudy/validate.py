@@ -292,47 +292,53 @@ def _warnings(
     e = clean.get("episodes")
     if e is None:
         return out
-    bounds = p[[ID, ARM, "enrolled_on", "followup_end"]].drop_duplicates(ID)
-    linked = e[[ID, "onset_on"]].merge(bounds, on=ID, how="inner")
-    events = linked[
-        (linked["onset_on"] > linked["enrolled_on"])
-        & (linked["onset_on"] <= linked["followup_end"])
-    ]
+    # one hash lookup per episode (as link_frame does); everything after is numpy
+    index = pd.Index(p[ID])  # its hash table serves both is_unique and get_indexer
+    pos = index.get_indexer(e[ID]) if index.is_unique else np.full(len(e), -1)
+    known = pos >= 0
+    take = pos[known]
+    onset = e["onset_on"].to_numpy(dtype="datetime64[ns]")[known]
+    enrolled = p["enrolled_on"].to_numpy(dtype="datetime64[ns]")[take]
+    until = p["followup_end"].to_numpy(dtype="datetime64[ns]")[take]
+    event_arms = set(pd.unique(p[ARM].to_numpy()[take][(onset > enrolled) & (onset <= until)]))
     if not zero.all():
         for role, label in labels.items():
-            if (p[ARM] == label).any() and not (events[ARM] == label).any():
+            if (p[ARM] == label).any() and label not in event_arms:
                 out.append(
                     f"no episode in the {role} arm ({label!r}) after enrolment: rate and hazard "
                     "ratios between arms are not estimable (the models report them as failed)"
                 )
-    out.extend(_overlap_warning(e, files.get("episodes", ""), rows, removed))
+    out.extend(_overlap_warning(e, pos, files.get("episodes", ""), rows, removed))
     return out
 
 
 def _overlap_warning(
-    episodes: pd.DataFrame, file: str, rows: dict[str, np.ndarray], removed: dict[str, np.ndarray]
+    episodes: pd.DataFrame,
+    participant: np.ndarray,
+    file: str,
+    rows: dict[str, np.ndarray],
+    removed: dict[str, np.ndarray],
 ) -> list[str]:
-    """Episodes whose onset precedes the resolution of the participant's previous episode."""
+    """Episodes whose onset precedes the resolution of the participant's previous episode
+    (`participant`: each episode's participant as an integer code, -1 when unknown)."""
     if not len(episodes) or "resolved_on" not in episodes:
         return []
     lines = rows.get("episodes")
     if lines is not None and "episodes" in removed:
         lines = lines[~removed["episodes"]]
-    frame = pd.DataFrame(
-        {
-            ID: episodes[ID].to_numpy(),
-            "onset_on": episodes["onset_on"].to_numpy(),
-            "resolved_on": episodes["resolved_on"].to_numpy(),
-            "_line": lines if lines is not None and len(lines) == len(episodes) else -1,
-        }
-    ).sort_values([ID, "onset_on"], kind="mergesort")
-    same = frame[ID].eq(frame[ID].shift())
-    previous_end = frame["resolved_on"].shift()
-    overlap = same & (frame["onset_on"] < previous_end)
+    if lines is None or len(lines) != len(episodes):
+        lines = np.full(len(episodes), -1)
+    onset = episodes["onset_on"].to_numpy(dtype="datetime64[ns]")
+    resolved = episodes["resolved_on"].to_numpy(dtype="datetime64[ns]")
+    order = np.lexsort((onset, participant))  # by participant, then onset: integer sorts
+    who, onset, resolved, lines = participant[order], onset[order], resolved[order], lines[order]
+    overlap = np.zeros(len(order), dtype=bool)
+    # NaT compares False, so an unresolved previous episode is not counted as an overlap
+    overlap[1:] = (who[1:] == who[:-1]) & (who[1:] >= 0) & (onset[1:] < resolved[:-1])
     k = int(overlap.sum())
     if not k:
         return []
-    first = int(frame.loc[overlap, "_line"].min())
+    first = int(lines[overlap].min())
     where = f" (first at {file}:{first})" if first > 0 else ""
     return [
         f"{file}: {k} episode(s) overlap the previous episode of the same participant (onset "
