@@ -186,6 +186,7 @@ def _check_clean(clean: Path) -> None:
     max_examples=30,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(corrupted_cohort())
