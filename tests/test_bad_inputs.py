@@ -139,6 +139,14 @@ def test_case_and_whitespace_twins_name_both_rows(tmp_path: Path, capsys) -> Non
     assert sorted(zip(twins["row"], twins["value"], strict=True)) == [("2", "P01"), ("8", "p01")]
 
 
+def test_unknown_id_spelled_differently_is_pointed_out(tmp_path: Path, capsys) -> None:
+    run, _ = _prepare("id_case_in_episodes", tmp_path)
+    code, err = _validate(run, capsys)
+    assert code == 1
+    assert "1 row(s) name a participant spelled differently, e.g. 'p01'" in err
+    assert "episodes.csv:3 where participants has 'P01'" in err
+
+
 def test_cli_exit_code_and_stderr(tmp_path: Path) -> None:
     """The installed command line: exit 1 with a one-line reason, no traceback."""
     import subprocess

@@ -36,6 +36,7 @@ from recurstudy.contract import (
 )
 from recurstudy.io import ROW_COLUMN, InputError, read_table
 from recurstudy.schemas import (
+    CHECK_KNOWN,
     CHECK_READABLE,
     coerce_table,
     failure_frame,
@@ -696,6 +697,29 @@ def arm_label_hint(outcome: ValidationOutcome) -> str:
     return f"\n  no participant's arm is a configured label; the arm column holds {shown}{line}"
 
 
+def id_spelling_hint(outcome: ValidationOutcome) -> str:
+    """When rows of episodes or pain scores name an unknown participant whose id matches a
+    participant's once case and surrounding whitespace are ignored, one example of each
+    spelling ('' otherwise): the usual cause of a flood of unknown ids."""
+    f = outcome.failures
+    unknown = f[(f["check"] == CHECK_KNOWN) & (f["value"] != "")]
+    p = outcome.tables.get("participants")
+    if unknown.empty or p is None or ID not in p:
+        return ""
+    ids = p[ID].dropna().astype(str)
+    folded = dict(zip(ids.str.strip().str.casefold(), ids, strict=False))
+    for rec in unknown.itertuples(index=False):
+        match = folded.get(str(rec.value).strip().casefold())
+        if match is not None:
+            n = int(unknown["value"].astype(str).str.strip().str.casefold().isin(folded).sum())
+            return (
+                f"\n  {n} row(s) name a participant spelled differently, e.g. {rec.value!r} at "
+                f"{rec.file}:{rec.row} where participants has {match!r}: ids are compared "
+                "exactly (case and spaces count)"
+            )
+    return ""
+
+
 def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
     """The message for stderr: why validation failed, or what was excluded and one line per
     warning ('' if there is nothing to say), pointing at the report."""
@@ -705,7 +729,7 @@ def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
             reason = "no participant left to analyse after exclusions"
             summary = _summary_line(outcome)
             return f"recurstudy: validation failed: {reason} ({summary}); see {report}"
-        hint = arm_label_hint(outcome)
+        hint = arm_label_hint(outcome) + id_spelling_hint(outcome)
         return f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}{hint}"
     lines = [f"recurstudy: warning: {w}" for w in outcome.warnings]
     if len(outcome.excluded):
