@@ -176,17 +176,35 @@ class Compare:
 
 @dataclass(frozen=True)
 class Unique:
-    """No two rows share the values of `keys`; reported on `column` for every copy."""
+    """No two rows share the values of `keys`; reported on `column` for every copy.
+
+    ``fold``: compare a single text key with case and surrounding whitespace ignored, and fail
+    every row of a group that holds more than one spelling (``P01`` and ``p01 ``): two people
+    told apart only by case or spacing are almost always one person keyed twice. Exact repeats
+    are left to the plain rule.
+    """
 
     keys: tuple[str, ...]
     column: str
+    fold: bool = False
 
 
-RowRule = Range | OneOf | Compare | Unique
+@dataclass(frozen=True)
+class Trimmed:
+    """A text value without surrounding whitespace (spaces, tabs, no-break spaces, line breaks)
+    and without control characters anywhere: such an id would silently differ from its
+    spelling in another table or another row. Never stripped, always reported."""
+
+    column: str
+
+
+RowRule = Range | OneOf | Compare | Unique | Trimmed
 
 ROW_RULES: dict[str, tuple[RowRule, ...]] = {
     "participants": (
+        Trimmed(ID),
         Unique((ID,), ID),
+        Unique((ID,), ID, fold=True),
         OneOf(ARM),
         Compare("followup_end", ">=", "enrolled_on"),
         OneOf("end_reason", END_REASONS),
@@ -195,11 +213,13 @@ ROW_RULES: dict[str, tuple[RowRule, ...]] = {
         Range("prior_episodes", 0, None),
     ),
     "episodes": (
+        Trimmed(ID),
         Unique((ID, "onset_on"), "onset_on"),
         Compare("resolved_on", ">=", "onset_on"),
         Range("severity", 0, 10),
     ),
     "pain_scores": (
+        Trimmed(ID),
         Unique((ID, "assessed_on"), "assessed_on"),
         Range("nrs", 0, 10),
     ),

@@ -12,7 +12,11 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +82,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
     if len(data) == 0:
         raise InputError(path, "is empty (0 bytes); expected a header row and data rows")
+    _check_not_binary(path, data)
     _check_utf8(path, data)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
@@ -100,7 +105,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 skip_blank_lines=True,
             )
         except pd.errors.ParserError as exc:
-            raise InputError(path, f"is not a well-formed CSV file ({_clean(exc)})") from None
+            raise InputError(path, _parser_problem(exc, len(header))) from None
         except (ValueError, UnicodeDecodeError) as exc:  # pragma: no cover - defensive
             raise InputError(path, f"cannot be parsed as CSV ({_clean(exc)})") from None
     for w in caught:
@@ -111,17 +116,82 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 "check the delimiter and quoting",
             )
 
-    df.columns = [str(c).strip() for c in df.columns]
+    names = [str(c).strip() for c in df.columns]
     lines = _record_lines(data, len(df))
-    for col in df.columns:
-        values = df[col].astype(object)
-        df[col] = values.where(values != "", np.nan)
-    df[ROW_COLUMN] = lines
-    return df
+    # one new frame rather than a column at a time (a file may have thousands of columns)
+    columns = {}
+    for i, name in enumerate(names):
+        values = df.iloc[:, i].astype(object)
+        columns[name] = values.where(values != "", np.nan)
+    columns[ROW_COLUMN] = pd.Series(lines, index=df.index)
+    return pd.DataFrame(columns, index=df.index)
 
 
 def _clean(exc: Exception) -> str:
     return " ".join(str(exc).split())
+
+
+def _parser_problem(exc: Exception, n_header: int) -> str:
+    """pandas' tokenizer error as a sentence naming the line and what to check."""
+    text = _clean(exc)
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if found:
+        expected, line, saw = found.groups()
+        return (
+            f"line {line} has {saw} fields but the header has {n_header or expected} columns "
+            "(a data row has more fields than the header); check the delimiter and quoting "
+            "(a value containing a comma must be quoted)"
+        )
+    return f"is not a well-formed CSV file ({text}); check the quoting (an unclosed '\"'?)"
+
+
+# Leading bytes of file types that are sometimes saved under a .csv name, and what to say.
+_MAGIC = (
+    (codecs.BOM_UTF32_LE, "is UTF-32 encoded (byte-order mark FF FE 00 00)"),
+    (codecs.BOM_UTF32_BE, "is UTF-32 encoded (byte-order mark 00 00 FE FF)"),
+    (codecs.BOM_UTF16_LE, "is UTF-16 encoded (byte-order mark FF FE, e.g. Excel 'Unicode text')"),
+    (codecs.BOM_UTF16_BE, "is UTF-16 encoded (byte-order mark FE FF)"),
+    (b"\x1f\x8b", "is gzip-compressed, not a plain CSV file; decompress it (gunzip) first"),
+    (
+        b"PK\x03\x04",
+        "is a ZIP archive (an Excel .xlsx workbook or a zipped file), not a CSV file; export the "
+        "sheet as 'CSV UTF-8 (comma delimited)'",
+    ),
+    (
+        b"\xd0\xcf\x11\xe0",
+        "is an Excel 97-2003 (.xls) workbook, not a CSV file; export the sheet as 'CSV UTF-8 "
+        "(comma delimited)'",
+    ),
+    (b"PAR1", "is a Parquet file; give it the extension .parquet"),
+)
+_SAVE_AS = "; save the file as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet) or convert it with iconv"
+
+
+def _check_not_binary(path: Path, data: bytes) -> None:
+    """Refuse files that are not text: compressed, spreadsheet or Parquet files renamed to .csv,
+    UTF-16/32 text (with or without a byte-order mark) and files containing NUL bytes."""
+    for magic, problem in _MAGIC:
+        if data.startswith(magic):
+            extra = _SAVE_AS if "encoded" in problem else ""
+            raise InputError(path, problem + extra)
+    nul = data.find(b"\x00")
+    if nul < 0:
+        return
+    head = data[:4096]
+    even, odd = head[0::2], head[1::2]
+    if len(head) >= 4 and (odd.count(0) > 0.8 * len(odd) or even.count(0) > 0.8 * len(even)):
+        order = "little-endian" if odd.count(0) > even.count(0) else "big-endian"
+        raise InputError(
+            path,
+            f"looks UTF-16 encoded ({order}, no byte-order mark: NUL bytes between "
+            f"the characters){_SAVE_AS}",
+        )
+    line = data.count(b"\n", 0, nul) + 1
+    raise InputError(
+        path,
+        f"contains a NUL byte at byte offset {nul} (line {line}): a binary or corrupted file, "
+        "not CSV text",
+    )
 
 
 def _check_utf8(path: Path, data: bytes) -> None:
@@ -141,11 +211,27 @@ def _check_utf8(path: Path, data: bytes) -> None:
 def _first_record(data: bytes) -> list[str]:
     """The header fields (first non-blank record), parsed with the csv module."""
     head = data[: 1 << 20].decode("utf-8", errors="replace")
-    reader = csv.reader(io.StringIO(head, newline=""))
-    for record in reader:
-        if any(field.strip() for field in record):
-            return record
+    with _no_field_limit():
+        reader = csv.reader(io.StringIO(head, newline=""))
+        try:
+            for record in reader:
+                if any(field.strip() for field in record):
+                    return record
+        except csv.Error:  # e.g. an unclosed quote within the first megabyte: pandas says where
+            return []
     return []
+
+
+@contextmanager
+def _no_field_limit() -> Iterator[None]:
+    """The csv module with no limit on the length of a field (its default is 131,072
+    characters; pandas has none), restored afterwards."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
 
 
 def _check_header(path: Path, header: list[str]) -> None:
@@ -159,6 +245,11 @@ def _check_header(path: Path, header: list[str]) -> None:
                     f"header {name!r} was read as a single column)",
                 )
     names = [h.strip() for h in header]
+    if ROW_COLUMN in names:
+        raise InputError(
+            path,
+            f"the column name {ROW_COLUMN} is reserved (the validator's row numbers); rename it",
+        )
     if any(not h for h in names):
         pos = [str(i + 1) for i, h in enumerate(names) if not h]
         raise InputError(path, f"the header has an empty column name (column {', '.join(pos)})")
@@ -201,14 +292,18 @@ def _record_lines(data: bytes, n_rows: int) -> np.ndarray:
 
 
 def _record_lines_csv(data: bytes, n_rows: int) -> np.ndarray:
-    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
     lines: list[int] = []
-    previous_end = 0
-    for record in reader:
-        start = previous_end + 1
-        previous_end = reader.line_num
-        if any(field.strip() for field in record):
-            lines.append(start)
+    with _no_field_limit():
+        reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+        previous_end = 0
+        try:
+            for record in reader:
+                start = previous_end + 1
+                previous_end = reader.line_num
+                if any(field.strip() for field in record):
+                    lines.append(start)
+        except csv.Error:  # pragma: no cover - defensive: pandas read it, never guess
+            return np.full(n_rows, -1, dtype=np.int64)
     lines = lines[1:]
     if len(lines) != n_rows:  # pragma: no cover - defensive: never guess line numbers
         return np.full(n_rows, -1, dtype=np.int64)
@@ -233,7 +328,10 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     if dupes:
         raise InputError(path, f"repeats column name(s) {', '.join(dupes)}")
     if ROW_COLUMN in names:
-        tbl = tbl.drop_columns([ROW_COLUMN])
+        raise InputError(
+            path,
+            f"the column name {ROW_COLUMN} is reserved (the validator's row numbers); rename it",
+        )
     try:
         df = tbl.to_pandas(date_as_object=False, ignore_metadata=True)
     except (pa.ArrowException, ValueError, TypeError) as exc:

@@ -20,6 +20,7 @@ wrong with it (``missing value``, ``not a date (YYYY-MM-DD)``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ from recurstudy.contract import (
     LinkRule,
     OneOf,
     Range,
+    Trimmed,
     Unique,
     arm_labels,
     column_specs,
@@ -70,6 +72,9 @@ _BOOLEAN_WORDS = {
     "0": False,
 }
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+# The first and last whole days of pandas' datetime64[ns] range.
+_FIRST_DAY = pd.Timestamp.min.ceil("D")
+_LAST_DAY = pd.Timestamp.max.floor("D")
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -88,7 +93,10 @@ def parse_date(s: pd.Series) -> pd.Series:
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         s = s.dt.tz_localize(None)
     if pd.api.types.is_datetime64_dtype(s.dtype):
-        return s.astype("datetime64[ns]").dt.normalize()
+        # Parquet dates and coarse timestamps may lie outside the nanosecond range (1677-09-22
+        # to 2262-04-11, e.g. a placeholder 9999-12-31): those are not dates here, like in a CSV
+        inside = (s >= _FIRST_DAY) & (s <= _LAST_DAY)
+        return s.where(inside).astype("datetime64[ns]").dt.normalize()
     if s.dtype != object:
         return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     iso, other = _iso_mask(s)
@@ -106,10 +114,11 @@ def _iso_mask(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 
     try:  # Arrow's regex engine is much faster than a Python-level regex per value
         arr = pa.array(s.to_numpy(), type=pa.string(), from_pandas=True)
-    except (pa.ArrowException, TypeError, ValueError):
-        iso = s.str.fullmatch(_ISO_DATE)
-        other = iso.isna() & s.notna()
-        return iso.fillna(False).astype(bool), other
+    except (pa.ArrowException, TypeError, ValueError):  # values that are not all text
+        is_text = s.map(lambda v: isinstance(v, str)).astype(bool)
+        iso = s.map(lambda v: isinstance(v, str) and re.fullmatch(_ISO_DATE, v) is not None)
+        other = ~is_text & s.notna()
+        return iso.astype(bool), other
     iso = pc.fill_null(pc.match_substring_regex(arr, f"^{_ISO_DATE}$"), False)
     iso = pd.Series(iso.to_numpy(zero_copy_only=False), index=s.index)
     return iso, pd.Series(False, index=s.index)
@@ -294,6 +303,63 @@ def _unique_check(frame: pd.DataFrame, keys: list[str], col: str) -> pa.Check:
     return pa.Check(check, name=label, ignore_na=False)
 
 
+def _arrow_text(s: pd.Series) -> Any:
+    """`s` as an Arrow string array (missing values null); non-text values by their ``str``."""
+    import pyarrow as pa_
+
+    try:  # text columns convert without a Python-level loop
+        return pa_.array(s.to_numpy(dtype=object), type=pa_.string(), from_pandas=True)
+    except (pa_.ArrowException, TypeError, ValueError):
+        text = s.astype(object).map(str, na_action="ignore")
+        return pa_.array(text.to_numpy(dtype=object), type=pa_.string(), from_pandas=True)
+
+
+def _folded_unique_check(col: str) -> pa.Check:
+    """Values equal once case and surrounding whitespace are ignored must be spelled the same:
+    every row of a group with two or more spellings fails (missing values pass)."""
+
+    def check(s: pd.Series) -> pd.Series:
+        import pyarrow.compute as pc
+
+        ok = pd.Series(True, index=s.index)
+        if not s.notna().any():  # e.g. an absent column added as all-missing
+            return ok
+        arr = _arrow_text(s)
+        key = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+        # fast path (one hash): every folded key distinct, so no key has two spellings
+        if len(pc.unique(key.drop_null())) == len(key) - key.null_count:
+            return ok
+        text = pd.Series(arr.to_numpy(zero_copy_only=False), index=s.index)
+        folded = pd.Series(key.to_numpy(zero_copy_only=False), index=s.index)
+        twin = folded.duplicated(keep=False) & folded.notna()
+        spellings = text[twin].groupby(folded[twin]).transform("nunique")
+        ok[twin] = (spellings <= 1).to_numpy()
+        return ok
+
+    return pa.Check(
+        check, name=f"{col} unique ignoring case and surrounding whitespace", ignore_na=False
+    )
+
+
+def _trimmed_check(col: str) -> pa.Check:
+    """No surrounding whitespace (Unicode: no-break spaces too) and no control character."""
+
+    def check(s: pd.Series) -> pd.Series:
+        import pyarrow.compute as pc
+
+        if not s.notna().any():
+            return pd.Series(True, index=s.index)
+        arr = _arrow_text(s)
+        trimmed = pc.equal(pc.utf8_trim_whitespace(arr), arr)
+        clean = pc.invert(pc.match_substring_regex(arr, r"[\x00-\x1f\x7f]"))
+        good = pc.fill_null(pc.and_(trimmed, clean), True)
+        return pd.Series(good.to_numpy(zero_copy_only=False), index=s.index)
+
+    return pa.Check(
+        check, name=f"{col} without surrounding whitespace or control characters", ignore_na=False
+    )
+
+
 def _rule_check(rule: object, typed: pd.DataFrame, config: Mapping[str, Any]) -> pa.Check:
     """The pandera check of one row rule declared in :data:`recurstudy.contract.ROW_RULES`."""
     if isinstance(rule, Range):
@@ -303,8 +369,12 @@ def _rule_check(rule: object, typed: pd.DataFrame, config: Mapping[str, Any]) ->
         return _in_check(rule.column, tuple(allowed))
     if isinstance(rule, Compare):
         return _compare_check(typed, rule.column, rule.op, rule.other)
+    if isinstance(rule, Unique) and rule.fold:
+        return _folded_unique_check(rule.column)
     if isinstance(rule, Unique):
         return _unique_check(typed, list(rule.keys), rule.column)
+    if isinstance(rule, Trimmed):
+        return _trimmed_check(rule.column)
     raise TypeError(f"unknown row rule {rule!r}")
 
 

@@ -12,6 +12,7 @@ participants and report examples are assembled row by row.
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 from collections.abc import Mapping
@@ -30,10 +31,12 @@ from recurstudy.contract import (
     SORT_KEYS,
     TABLES,
     arm_labels,
+    column_specs,
     natural_sorted,
 )
 from recurstudy.io import ROW_COLUMN, InputError, read_table
 from recurstudy.schemas import (
+    CHECK_KNOWN,
     CHECK_READABLE,
     coerce_table,
     failure_frame,
@@ -69,6 +72,10 @@ class ValidationOutcome:
     mode: str = "fail"
     files: dict[str, str] = field(default_factory=dict)
     """Input paths as given in the config."""
+    warnings: list[str] = field(default_factory=list)
+    """Things a valid cohort holds that the user should know (columns not in the contract,
+    overlapping episodes, an arm without participants or events, no time at risk); empty when
+    validation fails (the failures come first)."""
 
 
 # ------------------------------------------------------------------------------ validation
@@ -214,6 +221,7 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
             flow["participants"]["analysed_by_arm"], 0
         )
     flow["stopped"] = not ok
+    notes = _warnings(config, files, raws, rows, clean, removed) if ok else []
     return ValidationOutcome(
         tables=clean,
         failures=failures[FAILURE_COLUMNS].reset_index(drop=True),
@@ -222,7 +230,122 @@ def validate_cohort(config: Mapping[str, Any], base_dir: Path | str = ".") -> Va
         ok=ok,
         mode=mode,
         files=files,
+        warnings=notes,
     )
+
+
+# ------------------------------------------------------------------------------ warnings
+
+
+def _short(name: object, limit: int = 40) -> str:
+    text = repr(str(name))
+    return text if len(text) <= limit else text[: limit - 2] + "…'"
+
+
+def _warnings(
+    config: Mapping[str, Any],
+    files: dict[str, str],
+    raws: dict[str, pd.DataFrame],
+    rows: dict[str, np.ndarray],
+    clean: dict[str, pd.DataFrame],
+    removed: dict[str, np.ndarray],
+) -> list[str]:
+    """Warnings about a cohort that passed (see :attr:`ValidationOutcome.warnings`), in a fixed
+    order; each names the file (and a line where there is one) and says what follows from it."""
+    out: list[str] = []
+    for table in TABLES:
+        raw = raws.get(table)
+        if raw is None:
+            continue
+        known = set(column_specs(table, config))
+        extra = [c for c in raw.columns if c not in known]
+        if extra:
+            shown = ", ".join(_short(c) for c in extra[:10]) + (", ..." if len(extra) > 10 else "")
+            out.append(
+                f"{files[table]}: {len(extra)} column(s) not in the data contract, kept as read "
+                f"but not checked: {shown}"
+            )
+    p = clean.get("participants")
+    if p is None or not len(p):
+        return out
+    control, intervention = arm_labels(config)
+    labels = {"control": control, "intervention": intervention}
+    n = len(p)
+    if n == 1:
+        out.append("only 1 participant: no comparison between arms is estimable")
+    for role, label in labels.items():
+        if not (p[ARM] == label).any():
+            out.append(
+                f"no participant in the {role} arm ({label!r}): between-arm effects are not "
+                "estimable (the models report them as failed)"
+            )
+    zero = (p["followup_end"] <= p["enrolled_on"]).to_numpy()
+    if zero.all():
+        out.append(
+            "no follow-up after enrolment: every participant's followup_end equals enrolled_on, "
+            "so nobody is at risk and no model is estimable"
+        )
+    elif zero.any():
+        out.append(
+            f"{int(zero.sum())} participant(s) have no follow-up after enrolment "
+            "(followup_end = enrolled_on): no time at risk, no event can count"
+        )
+    e = clean.get("episodes")
+    if e is None:
+        return out
+    # one hash lookup per episode (as link_frame does); everything after is numpy
+    index = pd.Index(p[ID])  # its hash table serves both is_unique and get_indexer
+    pos = index.get_indexer(e[ID]) if index.is_unique else np.full(len(e), -1)
+    known = pos >= 0
+    take = pos[known]
+    onset = e["onset_on"].to_numpy(dtype="datetime64[ns]")[known]
+    enrolled = p["enrolled_on"].to_numpy(dtype="datetime64[ns]")[take]
+    until = p["followup_end"].to_numpy(dtype="datetime64[ns]")[take]
+    event_arms = set(pd.unique(p[ARM].to_numpy()[take][(onset > enrolled) & (onset <= until)]))
+    if not zero.all():
+        for role, label in labels.items():
+            if (p[ARM] == label).any() and label not in event_arms:
+                out.append(
+                    f"no episode in the {role} arm ({label!r}) after enrolment: rate and hazard "
+                    "ratios between arms are not estimable (the models report them as failed)"
+                )
+    out.extend(_overlap_warning(e, pos, files.get("episodes", ""), rows, removed))
+    return out
+
+
+def _overlap_warning(
+    episodes: pd.DataFrame,
+    participant: np.ndarray,
+    file: str,
+    rows: dict[str, np.ndarray],
+    removed: dict[str, np.ndarray],
+) -> list[str]:
+    """Episodes whose onset precedes the resolution of the participant's previous episode
+    (`participant`: each episode's participant as an integer code, -1 when unknown)."""
+    if not len(episodes) or "resolved_on" not in episodes:
+        return []
+    lines = rows.get("episodes")
+    if lines is not None and "episodes" in removed:
+        lines = lines[~removed["episodes"]]
+    if lines is None or len(lines) != len(episodes):
+        lines = np.full(len(episodes), -1)
+    onset = episodes["onset_on"].to_numpy(dtype="datetime64[ns]")
+    resolved = episodes["resolved_on"].to_numpy(dtype="datetime64[ns]")
+    order = np.lexsort((onset, participant))  # by participant, then onset: integer sorts
+    who, onset, resolved, lines = participant[order], onset[order], resolved[order], lines[order]
+    overlap = np.zeros(len(order), dtype=bool)
+    # NaT compares False, so an unresolved previous episode is not counted as an overlap
+    overlap[1:] = (who[1:] == who[:-1]) & (who[1:] >= 0) & (onset[1:] < resolved[:-1])
+    k = int(overlap.sum())
+    if not k:
+        return []
+    first = int(lines[overlap].min())
+    where = f" (first at {file}:{first})" if first > 0 else ""
+    return [
+        f"{file}: {k} episode(s) overlap the previous episode of the same participant (onset "
+        f"before its resolved_on){where}: each onset still counts as an event; see Time at risk "
+        "in docs/data-contract.md"
+    ]
 
 
 def _exclusions(
@@ -416,6 +539,9 @@ def _markdown(outcome: ValidationOutcome, counts: pd.DataFrame, flow: dict) -> s
         )
     else:
         lines.append(f"**Result: failed.** {_summary_line(outcome)}.")
+    if outcome.warnings:
+        lines += ["", "## Warnings", ""]
+        lines += [f"- {_md_cell(html.escape(w, quote=False), 400)}" for w in outcome.warnings]
     lines += ["", f"Mode (`on_invalid`): `{outcome.mode}`", "", "| table | file |", "|---|---|"]
     for table in TABLES:
         lines.append(f"| {table} | {_md_cell(outcome.files.get(table, '(not given)'))} |")
@@ -491,6 +617,7 @@ def write_validation_report(outcome: ValidationOutcome, outdir: Path | str) -> N
         ],
         "n_excluded_lines": len(outcome.excluded),
         "flow": flow,
+        "warnings": list(outcome.warnings),
         "failures_shown": min(len(failures), REPORT_JSON_FAILURES),
         "failures": _records(failures.head(REPORT_JSON_FAILURES)),
     }
@@ -570,24 +697,49 @@ def arm_label_hint(outcome: ValidationOutcome) -> str:
     return f"\n  no participant's arm is a configured label; the arm column holds {shown}{line}"
 
 
+def id_spelling_hint(outcome: ValidationOutcome) -> str:
+    """When rows of episodes or pain scores name an unknown participant whose id matches a
+    participant's once case and surrounding whitespace are ignored, one example of each
+    spelling ('' otherwise): the usual cause of a flood of unknown ids."""
+    f = outcome.failures
+    unknown = f[(f["check"] == CHECK_KNOWN) & (f["value"] != "")]
+    p = outcome.tables.get("participants")
+    if unknown.empty or p is None or ID not in p:
+        return ""
+    ids = p[ID].dropna().astype(str)
+    folded = dict(zip(ids.str.strip().str.casefold(), ids, strict=False))
+    for rec in unknown.itertuples(index=False):
+        match = folded.get(str(rec.value).strip().casefold())
+        if match is not None:
+            n = int(unknown["value"].astype(str).str.strip().str.casefold().isin(folded).sum())
+            return (
+                f"\n  {n} row(s) name a participant spelled differently, e.g. {rec.value!r} at "
+                f"{rec.file}:{rec.row} where participants has {match!r}: ids are compared "
+                "exactly (case and spaces count)"
+            )
+    return ""
+
+
 def outcome_message(outcome: ValidationOutcome, outdir: Path | str) -> str:
-    """The one-line message for stderr: why validation failed, or what was excluded ('' if
-    there is nothing to say), pointing at the report."""
+    """The message for stderr: why validation failed, or what was excluded and one line per
+    warning ('' if there is nothing to say), pointing at the report."""
     report = Path(outdir) / "report.md"
     if not outcome.ok:
         if outcome.mode == "exclude" and not (outcome.failures["row"].isna().any()):
             reason = "no participant left to analyse after exclusions"
             summary = _summary_line(outcome)
             return f"recurstudy: validation failed: {reason} ({summary}); see {report}"
-        hint = arm_label_hint(outcome)
+        hint = arm_label_hint(outcome) + id_spelling_hint(outcome)
         return f"recurstudy: validation failed: {_summary_line(outcome)}; see {report}{hint}"
+    lines = [f"recurstudy: warning: {w}" for w in outcome.warnings]
     if len(outcome.excluded):
         n = outcome.flow["participants"]["excluded"]
-        return (
+        lines.insert(
+            0,
             f"recurstudy: {_summary_line(outcome)}; {n} participants excluded; "
-            f"see {Path(outdir) / 'excluded.csv'}"
+            f"see {Path(outdir) / 'excluded.csv'}",
         )
-    return ""
+    return "\n".join(lines)
 
 
 def main_validate(config_path: str, outdir: str, clean_dir: str, base_dir: str = ".") -> int:
