@@ -508,7 +508,7 @@ def joint_frailty_fit(
             return np.inf, np.zeros_like(y)
         return -ll / scale, -gy / scale
 
-    bounds = [(None, None)] * (p + q)
+    bounds: list[tuple[float | None, float | None]] = [(None, None)] * (p + q)
     if est_theta:
         bounds.append(_LOG_THETA_BOUNDS)
     if est_alpha:
@@ -530,9 +530,9 @@ def joint_frailty_fit(
         x = x0
 
     # Newton polish with the numerical Hessian of the profile likelihood
-    hess = None
     ll, grad, ok, state = evaluate(x)
-    for newton in range(5):
+    hess = np.zeros((x.size, x.size))
+    for newton in range(5 if x.size else 0):
         if newton == 0 or newton == 2:  # a Hessian refreshed once: the start is close already
             hess = _hessian(evaluate, x, hessian_step)
         try:
