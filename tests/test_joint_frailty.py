@@ -189,6 +189,22 @@ def test_reduces_to_shared_frailty_theta_estimated():
     assert jf.beta[0] == pytest.approx(ref["coef"], abs=2e-3)
 
 
+def test_no_detectable_frailty_is_flagged_at_the_boundary():
+    # the nofrail fixture: R's theta search goes to 5e-7; the likelihood is largest at theta -> 0,
+    # where the model is the Andersen-Gill fit (Breslow ties)
+    from recurstudy.models.coxph_engine import coxph_fit
+
+    df = _load("nofrail")
+    X, G = _arm(df), df[ID].nunique()
+    jf = joint_frailty_fit(
+        X, df["start"], df["stop"], df["event"], df[ID], np.zeros(G), names=["arm"]
+    )
+    assert not jf.converged and "no detectable frailty" in jf.message
+    ag = coxph_fit(X, df["stop"], df["event"], start=df["start"], ties="breslow")
+    assert jf.beta[0] == pytest.approx(float(ag.coef[0]), abs=1e-5)
+    assert jf.se_beta[0] == pytest.approx(float(np.sqrt(ag.var[0, 0])), rel=1e-3)
+
+
 # ---- the profile score ------------------------------------------------------------------------
 
 

@@ -526,6 +526,29 @@ def joint_frailty_fit(
         )
         x = from_opt(res.x)
         iterations = int(res.nit)
+        if est_theta and x[k_theta] <= 1.01 * np.exp(_LOG_THETA_BOUNDS[0]):
+            # the likelihood is largest at theta -> 0: no detectable frailty.  Report the fit at
+            # the bound (the Andersen-Gill and Cox fits, alpha not identified) with its errors
+            # for the other parameters, flagged as not converged.
+            at_bound = joint_frailty_fit(
+                X, start, stop, event, group, terminal, names=names,
+                alpha=alpha_val, theta=float(np.exp(_LOG_THETA_BOUNDS[0])), nodes=nodes,
+                tol=tol, em_max=em_max, hessian_step=hessian_step,
+            )  # fmt: skip
+            at_bound.converged = False
+            at_bound.message = "; ".join(
+                m
+                for m in (
+                    "theta at its lower bound (1e-06): the marginal likelihood is largest without "
+                    "frailty (no detectable frailty); estimates are those of separate "
+                    "Andersen-Gill and Cox fits, alpha is not identified",
+                    at_bound.message,
+                )
+                if m
+            )
+            at_bound.alpha = np.nan if not terminal_part else at_bound.alpha
+            at_bound.iterations += iterations
+            return at_bound
     else:
         x = x0
 
@@ -534,7 +557,7 @@ def joint_frailty_fit(
     hess = np.zeros((x.size, x.size))
     for newton in range(5 if x.size else 0):
         if newton == 0 or newton == 2:  # a Hessian refreshed once: the start is close already
-            hess = _hessian(evaluate, x, hessian_step)
+            hess = _hessian(evaluate, x, hessian_step, k_theta)
         try:
             step = -np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
@@ -562,7 +585,7 @@ def joint_frailty_fit(
             break
     # final evaluation: Hessian at the estimate
     ll, grad, ok, state = evaluate(x)
-    hess = _hessian(evaluate, x, hessian_step) if x.size else np.zeros((0, 0))
+    hess = _hessian(evaluate, x, hessian_step, k_theta) if x.size else np.zeros((0, 0))
     beta, gam, th, al = unpack(x)
     converged = bool(ok)
     if not ok:
@@ -644,12 +667,13 @@ def _unshift(jumps: np.ndarray, xc: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return jumps * np.exp(-eta.max())
 
 
-def _hessian(evaluate, x: np.ndarray, rel: float) -> np.ndarray:
-    """Central differences of the analytic profile score, symmetrised."""
+def _hessian(evaluate, x: np.ndarray, rel: float, positive: int | None = None) -> np.ndarray:
+    """Central differences of the analytic profile score, symmetrised.  The step is relative
+    (``rel`` times max(|x|, 0.1)); for the positive parameter (theta) purely relative."""
     k = x.size
     hess = np.empty((k, k))
     for j in range(k):
-        h = rel * max(abs(x[j]), 0.1)
+        h = rel * (x[j] if j == positive else max(abs(x[j]), 0.1))
         xp, xm = x.copy(), x.copy()
         xp[j] += h
         xm[j] -= h
