@@ -291,3 +291,27 @@ def test_natural_order_is_for_display_model_coding_stays_code_point():
     assert cp["site"].dtype == object  # formulaic sorts text levels by code point
     assert sorted(["X-linked", "autosomal"]) == ["X-linked", "autosomal"]
     assert natural_sorted(["X-linked", "autosomal"]) == ["autosomal", "X-linked"]
+
+
+def test_terminal_flag_on_counts_and_last_interval(cohort):
+    # A died on day 30, the day of their second episode (no tail: the flag sits on the event
+    # interval); C withdrew (not terminal); B completed; D died on the day of enrolment (no
+    # interval at all, flagged on counts only). With terminal_events: [death, withdrawn] C's
+    # censored tail carries the flag too.
+    participants, episodes = cohort
+    participants = participants.assign(end_reason=["death", "completed", "withdrawn", "death"])
+    cp = counting_process(participants, episodes, CONFIG)
+    assert list(cp.columns[-2:]) == ["event", "terminal"]  # appended; the rest unchanged
+    assert cp.groupby("participant_id")["terminal"].apply(list).to_dict() == {
+        "A": [0, 1],
+        "B": [0],
+        "C": [0, 0, 0],
+    }
+    n = counts(participants, episodes, CONFIG)
+    assert n.set_index("participant_id")["terminal"].to_dict() == {"A": 1, "B": 0, "C": 0, "D": 1}
+    both = {**CONFIG, "terminal_events": ["death", "withdrawn"]}
+    cp2 = counting_process(participants, episodes, both)
+    assert cp2.loc[cp2["participant_id"] == "C", "terminal"].tolist() == [0, 0, 1]
+    # without an end_reason column nobody is terminal
+    assert counts(*cohort, CONFIG)["terminal"].tolist() == [0, 0, 0, 0]
+    assert counting_process(*cohort, CONFIG)["terminal"].sum() == 0

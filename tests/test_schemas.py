@@ -99,7 +99,7 @@ BROKEN = [
         0,
         "end_reason",
         "died",
-        "end_reason in {completed, withdrawn, lost_to_followup}",
+        "end_reason in {completed, withdrawn, lost_to_followup, death}",
     ),
     ("participants", 0, "age", "15", "age in [16, 100]"),
     ("participants", 0, "age", "101", "age in [16, 100]"),

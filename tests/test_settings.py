@@ -20,7 +20,7 @@ def test_settings_refuse_undeclared_keys():
 def test_stage_settings_hold_only_what_the_stage_reads(repo):
     config = load_config(repo / "config/config.yaml")
     derive = json.loads(st.stage_settings(config, "derive"))
-    assert set(derive) == {"arms", "covariates", "exclude_episode_time"} | (
+    assert set(derive) == {"arms", "covariates", "exclude_episode_time", "terminal_events"} | (
         {"washout_days"} if "washout_days" in config else set()
     )
     assert json.loads(st.stage_settings(config, "report")) == json.loads(json.dumps(config))

@@ -6,6 +6,7 @@ workflow and the library see identical defaults.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -124,10 +125,47 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     primary = [c["id"] for c in config.get("claims", []) if c.get("primary")]
     if len(primary) > 1:
         lines.append(f"claims: only one claim can be primary, not {', '.join(primary)}")
+    lines += _intercurrent_errors(config)
     lines += _model_and_claim_errors(config)
     if lines:
         raise ConfigError(_message(lines))
     return config
+
+
+def _intercurrent_errors(config: dict[str, Any]) -> list[str]:
+    """``terminal_events`` and ``informative_dropout`` list contract end reasons, and no reason is
+    both (a terminal event ends the process; dropout only censors it)."""
+    allowed = contract.END_REASONS
+    lines = []
+    for key in ("terminal_events", "informative_dropout"):
+        for value in config.get(key, []):
+            if value not in allowed:
+                lines.append(
+                    f"{key}: '{value}' is not an end_reason of the contract "
+                    f"({', '.join(allowed)}); map a study's own label with end_reason_labels:"
+                )
+    both = sorted(
+        set(config.get("terminal_events", [])) & set(config.get("informative_dropout", []))
+    )
+    if both:
+        lines.append(
+            f"informative_dropout: {', '.join(both)} is also under terminal_events; a reason is "
+            f"either a terminal event or a dropout, not both"
+        )
+    return lines
+
+
+def terminal_events(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The end reasons that are terminal events (config ``terminal_events``; default death)."""
+    value = config["terminal_events"] if "terminal_events" in config else None
+    return tuple(schema_default("terminal_events") if value is None else value)
+
+
+def informative_dropout(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The end reasons whose censoring may be informative (config ``informative_dropout``;
+    default withdrawn)."""
+    value = config["informative_dropout"] if "informative_dropout" in config else None
+    return tuple(schema_default("informative_dropout") if value is None else value)
 
 
 def _message(lines: list[str]) -> str:

@@ -35,7 +35,7 @@ DEFAULT_ARMS = {"control": "control", "intervention": "intervention"}
 INTERVENTION_TERM = "arm[T.{label}]"
 
 # Values of the optional `end_reason` column and the types a declared covariate may have.
-END_REASONS = ("completed", "withdrawn", "lost_to_followup")
+END_REASONS = ("completed", "withdrawn", "lost_to_followup", "death")
 COVARIATE_TYPES = ("numeric", "integer", "categorical", "boolean")
 # A covariate type's column kind (the parser that reads it); `categorical` is text.
 COVARIATE_KINDS = {"numeric": "number", "integer": "integer", "boolean": "boolean"}
@@ -56,6 +56,7 @@ RESERVED_COLUMNS = (
     "entry",
     "n_episodes",
     "exposure_days",
+    "terminal",
 )
 
 # Check names of a missing value (the second when the adjusted models need the covariate).

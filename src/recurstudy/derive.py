@@ -9,6 +9,10 @@
   ``gap`` is ``stop - start`` (the gap-time scale).
 - ``counts``: one row per participant, number of episodes and exposure days (the counting
   process's total at-risk time).
+- ``terminal`` (on ``counts`` and on the last ``counting_process`` interval of each participant,
+  0 elsewhere): 1 when follow-up ended by a terminal event (``end_reason`` among the config's
+  ``terminal_events``, default death): no episode can follow it (the Ghosh-Lin model's terminal
+  event; every other model treats it as censoring).
 
 Times are whole days since enrolment; an interval (start, stop] is at risk on days start + 1 to
 stop. The rules of time at risk:
@@ -56,6 +60,18 @@ def _base(participants: pd.DataFrame, config: dict) -> pd.DataFrame:
     base = participants[cols].copy()
     base[ARM] = _arm_categorical(base[ARM], config)
     return base
+
+
+def terminal_flags(participants: pd.DataFrame, config: dict) -> np.ndarray:
+    """1 for each participant whose follow-up ended by a terminal event (``end_reason`` among the
+    config's ``terminal_events``, default death), else 0; 0 for all without an end_reason
+    column."""
+    from recurstudy.config import terminal_events
+
+    if "end_reason" not in participants.columns:
+        return np.zeros(len(participants), dtype=np.int64)
+    terminal = set(terminal_events(config))
+    return participants["end_reason"].isin(terminal).to_numpy().astype(np.int64)
 
 
 def _days(later: pd.Series, earlier: pd.Series) -> np.ndarray:
@@ -143,7 +159,12 @@ def counting_process(
     cp["event"] = cp["event"].astype(np.int64)
     cp["episode"] = cp["episode"].astype(np.int64)
     out = _base(participants, config).merge(cp, on=ID, how="inner", validate="1:m")
-    return out[[ID, ARM, *_covariate_columns(config), "episode", "start", "stop", "gap", "event"]]
+    # The terminal event (death) ends the participant's last interval: flag it there.
+    flags = pd.Series(terminal_flags(participants, config), index=participants[ID].to_numpy())
+    last = ~out[ID].duplicated(keep="last").to_numpy()
+    out["terminal"] = np.where(last, out[ID].map(flags).to_numpy(), 0).astype(np.int64)
+    cols = [ID, ARM, *_covariate_columns(config), "episode", "start", "stop", "gap", "event"]
+    return out[[*cols, "terminal"]]
 
 
 def first_episode(participants: pd.DataFrame, episodes: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -179,6 +200,7 @@ def counts(
     exposure = cp.groupby(ID, sort=False)["gap"].sum()
     out["n_episodes"] = out[ID].map(n).fillna(0).astype(np.int64).to_numpy()
     out["exposure_days"] = out[ID].map(exposure).fillna(0).astype(np.int64).to_numpy()
+    out["terminal"] = terminal_flags(participants, config)
     return out.sort_values(ID, kind="mergesort").reset_index(drop=True)
 
 

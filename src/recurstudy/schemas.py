@@ -212,7 +212,20 @@ def coerce_table(
         elif spec.required or spec.name in _FILLED_WHEN_ABSENT.get(table, ()):
             empty = pd.Series(np.nan, index=out.index, dtype=object)
             out[spec.name] = PARSERS[spec.kind](empty)
+    if table == "participants" and "end_reason" in out.columns:
+        out["end_reason"] = map_end_reasons(out["end_reason"], config)
     return out
+
+
+def map_end_reasons(values: pd.Series, config: Mapping[str, Any]) -> pd.Series:
+    """`values` with the study's own end-reason labels (config ``end_reason_labels``) replaced by
+    the contract's values; other values are kept as they are, so that an unmapped unknown label
+    still fails the ``end_reason in {...}`` check (reported with its raw value and row)."""
+    labels = {str(k): str(v) for k, v in (config.get("end_reason_labels") or {}).items()}
+    if not labels:
+        return values
+    mapped = values.map(lambda v: labels.get(v, v) if isinstance(v, str) else v)
+    return mapped.astype(object)
 
 
 # ------------------------------------------------------------------------------ pass 2: rules

@@ -28,10 +28,19 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # The top-level config keys each stage reads. "*" is the whole config (the report shows it all).
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "validate": ("data", "arms", "covariates", "adjust_for", "on_invalid"),
-    "derive": ("arms", "covariates", "exclude_episode_time", "washout_days"),
+    "validate": ("data", "arms", "covariates", "adjust_for", "on_invalid", "end_reason_labels"),
+    "derive": ("arms", "covariates", "exclude_episode_time", "washout_days", "terminal_events"),
     "power_design": ("arms",),
-    "claims": ("arms", "claims", "multiplicity", "models", "adjust_for", "covariates"),
+    "claims": (
+        "arms",
+        "claims",
+        "multiplicity",
+        "models",
+        "adjust_for",
+        "covariates",
+        "terminal_events",
+        "informative_dropout",
+    ),
     "sensitivity": ("arms", "design", "adjust_for", "covariates", "models"),
     "report": ("*",),
 }

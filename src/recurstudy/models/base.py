@@ -232,6 +232,66 @@ class ModelDescription:
     group: str = ""  # the estimand family: see ESTIMAND_GROUPS
     reference: str = ""  # the method's reference, e.g. "Andersen and Gill (1982)"
     r_call: str = ""  # the equivalent R call
+    # (intercurrent event, ICH E9(R1) strategy sentence) pairs, for "terminal event" and
+    # "informative dropout"; empty: the default of the model's estimand group (see
+    # :func:`default_strategies`), so a model states its own only when it differs.
+    strategies: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            object.__setattr__(
+                self, "strategies", default_strategies(self.group, self.effect_measure)
+            )
+
+
+# The intercurrent events a model's strategy is stated for (config: terminal_events,
+# informative_dropout).
+INTERCURRENT_EVENTS = ("terminal event", "informative dropout")
+
+_DROPOUT_CENSORED = (
+    "hypothetical: as if participants who dropped out had stayed in follow-up, assuming their "
+    "dropout is independent of the episodes given the model's covariates (censoring at random)"
+)
+_DROPOUT_MAR = (
+    "hypothetical: as if participants who dropped out had gone on being assessed, assuming "
+    "their missing scores are missing at random given the scores observed and the covariates"
+)
+
+
+def default_strategies(group: str, effect_measure: str | None) -> tuple[tuple[str, str], ...]:
+    """The ICH E9(R1) strategies of a model that, as all but the Ghosh-Lin model do, treats a
+    terminal event and a dropout as censoring (or, for a pain-score model, as missing data).
+
+    Rate and hazard models condition on being alive and followed, so for death they estimate a
+    while-alive (conditional) rate; a mean number of episodes computed with death as censoring
+    is instead the mean in a hypothetical world without death.  Dropout is censoring at random:
+    the hypothetical strategy, valid only if dropout does not depend on the episodes.
+    """
+    measure = (effect_measure or "").lower()
+    if group == "mean difference":
+        terminal = (
+            "hypothetical: pain scores stop at death and the mixed model's mean is that of a "
+            "population whose members who died had gone on being assessed (missing at random)"
+        )
+        return (("terminal event", terminal), ("informative dropout", _DROPOUT_MAR))
+    if group == "first-episode hazard":
+        terminal = (
+            "while alive: a death before the first episode censors it, so the effect is on the "
+            "hazard of a first episode among participants still alive (a cause-specific hazard), "
+            "not on the probability of ever having one"
+        )
+    elif "mean" in measure:
+        terminal = (
+            "hypothetical: death is treated as censoring, so the mean number of episodes is that "
+            "of a world in which nobody died (not the mean while alive; see the Ghosh-Lin model)"
+        )
+    else:
+        terminal = (
+            "while alive (conditional rate): death ends the time at risk, so the effect is on the "
+            "episode rate per day alive and in follow-up, not on the number of episodes a "
+            "participant has; an intervention that changes survival changes the two differently"
+        )
+    return (("terminal event", terminal), ("informative dropout", _DROPOUT_CENSORED))
 
 
 class Model:
