@@ -326,24 +326,28 @@ def test_alpha_zero_gives_independent_processes():
 # ---- the registered model ---------------------------------------------------------------------
 
 
-def _participants(df: pd.DataFrame, deaths: set[str]) -> pd.DataFrame:
-    ids = pd.unique(df[ID])
-    return pd.DataFrame(
-        {ID: ids, "end_reason": ["death" if i in deaths else "completed" for i in ids]}
-    )
+def _with_terminal(df: pd.DataFrame, deaths: set) -> pd.DataFrame:
+    """derive's terminal column: 1 on the last interval of each participant who died."""
+    last = ~df[ID].duplicated(keep="last")
+    return df.assign(terminal=(last & df[ID].isin(deaths)).astype(int))
 
 
 def test_model_on_demo_without_deaths_is_the_shared_frailty_model():
     df = _load("demo")
     model = get_model("joint_frailty")
     spec = ModelSpec("jf", "joint_frailty", "arm", {})
-    res = model.fit(spec, counting_process=df, participants=_participants(df, set()))
+    res = model.fit(spec, counting_process=_with_terminal(df, set()))
     assert list(res.table["term"]) == ["arm[T.intervention]"]
     assert res.converged
     assert "reduces to the shared gamma-frailty model" in res.message
+    direct = joint_frailty_fit(
+        _arm(df), df["start"], df["stop"], df["event"], df[ID], np.zeros(df[ID].nunique())
+    )
+    assert res.table["estimate"].iloc[0] == pytest.approx(direct.beta[0], abs=1e-10)
     extras = res.extras["joint_frailty"].set_index("quantity")
-    assert extras.loc["theta", "value"] == pytest.approx(0.5003, abs=1e-3)
+    assert extras.loc["theta", "value"] == pytest.approx(direct.theta, abs=1e-10)
     assert np.isnan(extras.loc["alpha", "value"])
+    assert dict(model.describe(spec).strategies)["terminal event"].startswith("while alive")
     desc = model.describe(spec)
     assert desc.reference.startswith("Liu, Wolfe and Huang (2004)")
     assert "frailtyPenal" in desc.r_call and "recurrentAG = TRUE" in desc.r_call
@@ -356,19 +360,20 @@ def test_model_with_deaths_reports_terminal_terms():
     ids = np.array([f"P{i:04d}" for i in range(600)])
     df = pd.DataFrame({ID: ids[pid], "arm": np.where(X[:, 0] == 1, "intervention", "control"),
                        "start": start, "stop": stop, "event": event})  # fmt: skip
-    parts = _participants(df, set(ids[term == 1]))
     spec = ModelSpec("jf", "joint_frailty", "arm", {"alpha": 1.0})
-    res = get_model("joint_frailty").fit(spec, counting_process=df, participants=parts)
+    res = get_model("joint_frailty").fit(
+        spec, counting_process=_with_terminal(df, set(ids[term == 1]))
+    )
     assert list(res.table["term"]) == ["arm[T.intervention]", "terminal: arm[T.intervention]"]
     assert res.table["std_error"].notna().all() and res.converged
     assert f"terminal events: {int(term.sum())}" in res.message
     direct = joint_frailty_fit(X, start, stop, event, pid, term, names=["arm"], alpha=1.0)
     assert res.table["estimate"].iloc[1] == pytest.approx(direct.gamma[0], abs=1e-8)
-    # a terminal column in the data takes precedence over end_reason
-    df2 = df.assign(terminal=0)
-    res2 = get_model("joint_frailty").fit(spec, counting_process=df2, participants=parts)
+    assert "the counting-process data's 'terminal' column" in res.message
+    # without derive's terminal column: no terminal events (said so), the shared frailty model
+    res2 = get_model("joint_frailty").fit(spec, counting_process=df)
     assert list(res2.table["term"]) == ["arm[T.intervention]"]
-    assert "the counting-process data's 'terminal' column" in res2.message
+    assert "no 'terminal' column" in res2.message
     assert "fixed at 1" in get_model("joint_frailty").describe(spec).estimand
 
 
@@ -390,20 +395,21 @@ def test_not_estimable():
     model = get_model("joint_frailty")
     spec = ModelSpec("jf", "joint_frailty", "arm", {})
     with pytest.raises(NotEstimable, match="no episodes"):
-        model.fit(spec, counting_process=df.assign(event=0), participants=_participants(df, set()))
+        model.fit(spec, counting_process=_with_terminal(df.assign(event=0), set()))
     with pytest.raises(NotEstimable, match="only one arm"):
         one = df[df["arm"] == "control"]
-        model.fit(spec, counting_process=one, participants=_participants(one, set()))
+        model.fit(spec, counting_process=_with_terminal(one, set()))
     # deaths only in the control arm: the terminal hazard ratio is infinite
     ctrl = set(df.loc[df["arm"] == "control", ID].unique()[:5])
     with pytest.raises(NotEstimable, match="terminal events occur only where.*monotone"):
-        model.fit(spec, counting_process=df, participants=_participants(df, ctrl))
+        model.fit(spec, counting_process=_with_terminal(df, ctrl))
 
 
 def test_options():
     assert parse_options(JointFrailtyOptions, {}, "jf").alpha == "estimate"
     assert parse_options(JointFrailtyOptions, {"alpha": 1}, "jf").alpha == 1
-    assert parse_options(JointFrailtyOptions, {"terminal_events": ["death"]}, "jf")
+    with pytest.raises(OptionError, match="unknown option 'terminal_events'"):
+        parse_options(JointFrailtyOptions, {"terminal_events": ["death"]}, "jf")
     with pytest.raises(OptionError, match="alpha"):
         parse_options(JointFrailtyOptions, {"alpha": "fixed"}, "jf")
     with pytest.raises(OptionError, match="nodes"):

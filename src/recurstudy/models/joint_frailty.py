@@ -104,10 +104,11 @@ def terminal_status(
 ) -> tuple[pd.Series, str]:
     """Each participant's terminal-event indicator (0/1, indexed by participant id) and its source.
 
-    In order: a ``terminal`` 0/1 column of the counting-process data (derive's, one value per
-    participant: the maximum over their rows is taken), else the participants' ``end_reason`` in
-    ``terminal_events`` (the config's ``terminal_events``, default ``[death]``), else none (all
-    0).  The follow-up of a participant with a terminal event ends at it: their last ``stop``.
+    In order: derive's ``terminal`` 0/1 column of the counting-process data (1 on the last
+    interval of a participant whose follow-up ended by one of the config's ``terminal_events``;
+    the maximum over a participant's rows is taken), else the participants' ``end_reason`` in
+    ``terminal_events`` (for tables not made by derive), else none (all 0).  The follow-up of a
+    participant with a terminal event ends at it: their last ``stop``.
     """
     ids = pd.Index(pd.unique(counting_process[ID]), name=ID)
     if "terminal" in counting_process.columns:
@@ -122,7 +123,7 @@ def terminal_status(
         reason = participants.set_index(ID)["end_reason"].astype("string")
         flag = reason.isin(events).astype(int).reindex(ids).fillna(0).astype(int)
         return flag, f"participants' end_reason in [{', '.join(events)}]"
-    return pd.Series(0, index=ids, dtype=int), "none (no end_reason column)"
+    return pd.Series(0, index=ids, dtype=int), "none: no 'terminal' column and no end_reason"
 
 
 # --------------------------------------------------------------------------------------------
@@ -706,6 +707,24 @@ def _check_separation(X: np.ndarray, event: np.ndarray, names: list[str], what: 
 # --------------------------------------------------------------------------------------------
 
 
+# ICH E9(R1) strategies (ModelDescription.strategies) for the two intercurrent events.
+STRATEGIES = (
+    (
+        "terminal event",
+        "while alive, modelled jointly: death ends the episode process and is a second outcome "
+        "sharing the participant's frailty, so informative censoring by death through the "
+        "frailty is accounted for; the episode rate ratio is conditional on the frailty among "
+        "participants alive, and the death hazard ratio is reported beside it",
+    ),
+    (
+        "informative dropout",
+        "hypothetical: as if participants who dropped out had stayed in follow-up, assuming "
+        "dropout is independent of the episodes given the covariates (censoring at random; "
+        "dropout depending on the frailty is not accounted for)",
+    ),
+)
+
+
 @dataclass(frozen=True)
 class JointFrailtyOptions:
     """Options of the joint frailty model."""
@@ -721,9 +740,6 @@ class JointFrailtyOptions:
         1e-10, minimum=0.0, exclusive_minimum=True, doc="EM tolerance (max change of log E[Z])"
     )
     em_max: int = option(5000, minimum=1, doc="EM iterations per profile evaluation")
-    terminal_events: list[str] | None = option(
-        None, doc="end_reason values that are terminal events (default: [death])"
-    )
 
 
 @register
@@ -732,7 +748,7 @@ class JointFrailty(Model):
     ``frailtypack::frailtyPenal(..., recurrentAG = TRUE)`` with nonparametric baselines."""
 
     kind: ClassVar[str] = "joint_frailty"
-    datasets: ClassVar[tuple[str, ...]] = ("counting_process", "participants")
+    datasets: ClassVar[tuple[str, ...]] = ("counting_process",)
     Options: ClassVar[type] = JointFrailtyOptions
     group: ClassVar[str] = "conditional"
     title: ClassVar[str] = "Joint frailty model (episodes and terminal event)"
@@ -759,20 +775,19 @@ class JointFrailty(Model):
     )
 
     def describe(self, spec: ModelSpec | None = None) -> ModelDescription:
-        """As the class attributes, with the association's handling from the options."""
-        desc = super().describe(spec)
+        """As the class attributes, with the association's handling from the options and the
+        model's own intercurrent-event strategies."""
+        from dataclasses import replace
+
+        desc = replace(super().describe(spec), strategies=STRATEGIES)
         alpha = (spec.options if spec else {}).get("alpha", "estimate")
         if alpha == "estimate":
             return desc
-        from dataclasses import replace
-
         return replace(
             desc, estimand=desc.estimand + f"; association alpha fixed at {float(alpha):g}"
         )
 
-    def fit(
-        self, spec: ModelSpec, *, counting_process: pd.DataFrame, participants: pd.DataFrame
-    ) -> ModelResult:
+    def fit(self, spec: ModelSpec, *, counting_process: pd.DataFrame) -> ModelResult:
         df = counting_process
         counts = {"n_participants": int(df[ID].nunique()), "n_events": int(df["event"].sum())}
         present = set(df["arm"].dropna().astype(str).unique())
@@ -783,8 +798,7 @@ class JointFrailty(Model):
         if counts["n_events"] == 0:
             raise NotEstimable("no episodes: cannot fit the recurrent-event model", **counts)
         opts = spec.options
-        events = opts.get("terminal_events") or list(DEFAULT_TERMINAL_EVENTS)
-        status, source = terminal_status(df, participants, events)
+        status, source = terminal_status(df)
         X, names = design(spec.formula, df, intercept=False)
         rows = df.loc[X.index]
         counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
