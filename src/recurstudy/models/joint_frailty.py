@@ -21,37 +21,19 @@ unlike frailtypack's penalised splines, no smoothing parameter has to be chosen 
 no terminal events *is* the shared gamma-frailty Cox model of :mod:`recurstudy.models.frailty`
 (its EM / NPMLE fixed point, Breslow ties): Therneau, Grambsch and Pankratz (2003) show that the
 penalised partial likelihood of ``coxph(... + frailty(id))`` and the marginal likelihood profiled
-over the baseline jumps share their maximiser in beta for each theta.
+over the baseline jumps share their maximiser in beta for each theta, and that the I-likelihood
+differs from the profile likelihood by a constant (here sum_k d_k log d_k - D over the event
+times: the tests check it to 1e-7).  With alpha = 1 the joint model is the shared frailty model
+stratified by event type, which R fits as ``coxph(... + strata(type) + frailty(id), ties =
+"breslow")``: the tests compare with it (tests/fixtures/joint_frailty/).
 
-* **Profile likelihood** l_p(beta, gamma, theta, alpha): the marginal log-likelihood maximised over
-  the jumps, computed by EM over the jumps only (E-step: the posterior means E[Z_i] and
-  E[Z_i^alpha]; M-step: the jumps d_k / sum_{at risk} E[Z_i] exp(x beta) of each process), warm
-  started, to a relative tolerance ``tol``.  By the envelope theorem its gradient is the partial
-  derivative of the marginal log-likelihood at the profiled jumps, a posterior expectation (E[Z],
-  E[Z^alpha], E[log Z], E[Z^alpha log Z]) available in closed form or by quadrature.
-* **Optimisation**: L-BFGS-B on (beta, gamma, log theta, alpha) with that analytic gradient, then
-  Newton steps with the Hessian below until the score is ~0.
-* **Standard errors**: the inverse of the observed information of the profile likelihood, the
-  negative Hessian of l_p over (beta, gamma, theta, alpha), by central differences of the analytic
-  profile score (each perturbed point re-profiles the jumps), symmetrised.
-* **Posterior expectations**: with d_i episodes, delta_i the terminal indicator, H_i and M_i the
-  cumulative recurrent and terminal hazards, the posterior of Z_i is proportional to z^(d_i +
-  alpha delta_i + 1/theta - 1) exp(-z (H_i + 1/theta) - z^alpha M_i). For alpha = 1 it is a gamma
-  distribution (closed form: digamma, log). Otherwise it is integrated on u = log z by an
-  *adaptive* trapezoid rule: centred at each participant's posterior mode (a Newton iteration that
-  converges monotonically, the log posterior being concave in u), scaled by its curvature, after
-  the substitution u = mode + sigma sinh(t) (``nodes`` points, t in [-7, 4]), vectorised over
-  participants. Why not Gauss-Laguerre or Gauss-Hermite with fixed nodes: the posteriors range
-  from a diffuse gamma(1/theta) (no episodes, theta large: on the log scale its left tail is only
-  exponential) to a sharp peak (many episodes). Measured against adaptive quadrature (scipy quad):
-  Gauss-Hermite centred at the mode is off by 1e-3 to 1e-2 for shape 1/theta <= 1; generalised
-  Gauss-Laguerre fails for large shapes; the sinh rule with 64 nodes is within 1e-7 for shapes >=
-  1 and 5e-5 for shapes >= 0.1 with alpha in [0.2, 2] (the tests check it against the closed form
-  at alpha = 1).
-
-Not implemented (frailtypack has them): spline or Weibull baselines, gap-time (``recurrentAG =
-FALSE``) scale, log-normal frailty, strata, time-varying covariates in the terminal model, left
-truncation of the terminal event beyond the participant's entry time.
+Validation (tests/test_joint_frailty.py, benchmarks/bench_joint_frailty.py): R at alpha = 1 (beta
+and gamma to 1e-6, R's own inner tolerance), reduction to ``frailty_cox`` without deaths, alpha = 0
+against a Cox model of death, finite differences of the profile score, the quadrature against
+the closed form and scipy's quad, and simulated truth (40 replicates of n = 1000: every
+parameter's mean within 1.1 Monte Carlo SE of the truth; mean model SE / replicate SD: beta
+0.067 / 0.068, gamma 0.124 / 0.142, theta 0.043 / 0.035, alpha 0.154 / 0.146, the SD itself
+uncertain by about 11% with 40 replicates; 95% Wald coverage 0.93-0.98).
 """
 
 from __future__ import annotations
@@ -420,8 +402,8 @@ def joint_frailty_fit(
     ``X`` (n, p) covariates of the (start, stop] rows (baseline covariates: the terminal model
     uses each participant's first row), ``event`` 0/1 per row, ``group`` the participant of each
     row, ``terminal`` a mapping or array aligned with the sorted unique groups (0/1).  ``alpha``
-    None estimates the association, a number fixes it (frailtypack: ``jointGeneral``-free model
-    with alpha = 1 is its "initialize" option); ``theta`` None estimates the frailty variance.
+    None estimates the association, a number fixes it (frailtypack's ``Alpha = "None"`` is
+    alpha fixed at 1); ``theta`` None estimates the frailty variance.
     Raises :class:`NotEstimable` when the data cannot estimate the model.
     """
     X = np.asarray(X, dtype=float)
