@@ -595,6 +595,13 @@ def joint_frailty_fit(
             f"theta at the boundary of its search range ({th:.3g}): no detectable frailty "
             "(or an unbounded one); standard errors are unreliable"
         )
+    if est_alpha and abs(al) >= 0.99 * _ALPHA_BOUNDS[1]:
+        converged = False
+        messages.append(
+            f"alpha at the boundary of its search range ({al:.3g}): the association of the "
+            "frailty with the terminal hazard is not identified by these data (too few terminal "
+            "events?); fix it with the option alpha"
+        )
     pnames = [*names, *[TERMINAL_PREFIX + nm for nm in names][:q]]
     if est_theta:
         pnames.append("theta")
