@@ -401,7 +401,8 @@ def joint_frailty_fit(
 
     ``X`` (n, p) covariates of the (start, stop] rows (baseline covariates: the terminal model
     uses each participant's first row), ``event`` 0/1 per row, ``group`` the participant of each
-    row, ``terminal`` a mapping or array aligned with the sorted unique groups (0/1).  ``alpha``
+    row, ``terminal`` the 0/1 terminal indicators aligned with the sorted unique participant
+    labels (the terminal event's risk period is (first start, last stop]).  ``alpha``
     None estimates the association, a number fixes it (frailtypack's ``Alpha = "None"`` is
     alpha fixed at 1); ``theta`` None estimates the frailty variance.
     Raises :class:`NotEstimable` when the data cannot estimate the model.
