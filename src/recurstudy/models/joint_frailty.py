@@ -760,8 +760,11 @@ class JointFrailty(Model):
     reference: ClassVar[str] = "Liu, Wolfe and Huang (2004); Rondeau et al. (2007)"
     r_call: ClassVar[str] = (
         "frailtypack::frailtyPenal(Surv(start, stop, event) ~ cluster(participant_id) + arm + "
-        "terminal(death), formula.terminalEvent = ~ arm, data = ..., recurrentAG = TRUE, "
-        "hazard = 'Piecewise-equi' or 'Splines') (here: nonparametric baselines)"
+        "terminal(terminal), formula.terminalEvent = ~ arm, data = ..., recurrentAG = TRUE, "
+        "hazard = 'Splines', n.knots = ..., kappa = ...) (frailtypack smooths the two baseline "
+        "hazards; here they are nonparametric, so that with alpha = 1 it is coxph(Surv(start, "
+        "stop, status) ~ x_rec + x_term + strata(type) + frailty(participant_id), ties = "
+        "'breslow') on the episodes stacked with one terminal-event row per participant)"
     )
 
     def describe(self, spec: ModelSpec | None = None) -> ModelDescription:
