@@ -89,3 +89,88 @@ def test_validation_maps_labels_and_reports_unmapped_ones(tmp_path):
     assert out.ok, out.failures
     p = out.tables["participants"].set_index("participant_id")["end_reason"]
     assert p["P01"] == "death" and p["P02"] == "withdrawn"
+
+
+# --------------------------------------------------------------------- estimand strategies
+
+
+def test_default_strategies_by_estimand_group():
+    from recurstudy.models import described_models
+
+    cfg = validate_config(_config())
+    described = described_models(cfg)
+    ag = dict(described["andersen_gill"].strategies)
+    assert ag["terminal event"].startswith("while alive (conditional rate)")
+    assert ag["informative dropout"].startswith("hypothetical")
+    assert dict(described["cox_first_episode"].strategies)["terminal event"].startswith(
+        "while alive: a death before the first episode"
+    )
+    assert dict(described["pain_mixed"].strategies)["informative dropout"].startswith(
+        "hypothetical: as if participants who dropped out had gone on being assessed"
+    )
+    for name, desc in described.items():  # every model states both
+        assert [e for e, _ in desc.strategies] == ["terminal event", "informative dropout"], name
+
+
+def test_strategy_text_names_the_config_s_reasons():
+    from recurstudy.claims import strategy_text
+
+    strategies = (("terminal event", "while alive: X"), ("informative dropout", "hypothetical: Y"))
+    assert strategy_text(strategies, ["death"], ["withdrawn", "lost_to_followup"]) == (
+        "death (terminal event): while alive: X; withdrawn, lost_to_followup (informative "
+        "dropout): hypothetical: Y"
+    )
+    assert strategy_text(strategies, [], ["withdrawn"]) == (
+        "withdrawn (informative dropout): hypothetical: Y"
+    )
+
+
+def test_claims_carry_the_strategy_and_the_report_prints_it(tmp_path):
+    from recurstudy.claims import evaluate_claims
+    from recurstudy.report.text import intercurrent_sentence
+    from recurstudy.settings import load_settings, stage_settings
+
+    cfg = validate_config(
+        _config(
+            models=[{"name": "gl", "kind": "ghosh_lin"}, {"name": "ag", "kind": "andersen_gill"}],
+            claims=[
+                {
+                    "id": "a",
+                    "statement": "s",
+                    "metric": "rate_reduction",
+                    "claimed": 0.5,
+                    "model": "gl",
+                },
+                {
+                    "id": "b",
+                    "statement": "s",
+                    "metric": "hazard_reduction",
+                    "claimed": 0.5,
+                    "model": "ag",
+                },
+            ],
+            informative_dropout=["withdrawn", "lost_to_followup"],
+        )
+    )
+    settings = load_settings(stage_settings(cfg, "claims"), "claims")
+    est = pd.DataFrame(
+        {
+            "model": ["gl", "ag"],
+            "term": "arm[T.intervention]",
+            "estimate": -0.7,
+            "std_error": 0.1,
+            "p_value": 1e-9,
+            "robust": True,
+            "converged": True,
+            "message": "",
+        }
+    )
+    table = evaluate_claims(settings, est, tmp_path).set_index("claim_id")
+    gl, ag = table.loc["a", "intercurrent_strategy"], table.loc["b", "intercurrent_strategy"]
+    assert gl.startswith("death (terminal event): while alive: episodes are counted up to death")
+    assert "withdrawn, lost_to_followup (informative dropout): hypothetical" in gl
+    assert ag.startswith("death (terminal event): while alive (conditional rate)")
+    sentence = intercurrent_sentence(table.loc["a"].to_dict())
+    assert sentence.startswith("Intercurrent events (ICH E9(R1) strategy): death \\(terminal")
+    assert intercurrent_sentence({"intercurrent_strategy": float("nan")}) == ""
+    assert "&lt;b&gt;" in intercurrent_sentence({"intercurrent_strategy": "<b>x</b>"})

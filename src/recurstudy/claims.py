@@ -95,6 +95,7 @@ CLAIM_COLUMNS = [
     "multiplicity",
     "verdict",
     "reason",
+    "intercurrent_strategy",
 ]
 
 _Z95 = float(stats.norm.ppf(0.975))
@@ -380,7 +381,46 @@ def evaluate_claims(
             row["verdict"], row["reason"] = verdict(
                 x, se, row["claimed"], row["margin"], scale, p_tost=p_adj
             )
+    strategies = _claim_strategies(config, [r["model"] for r in rows])
+    for row in rows:
+        row["intercurrent_strategy"] = strategies.get(row["model"], "")
     return pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
+
+
+def strategy_text(
+    strategies: Sequence[tuple[str, str]],
+    terminal: Sequence[str],
+    dropout: Sequence[str],
+) -> str:
+    """A model's ICH E9(R1) strategies (:attr:`ModelDescription.strategies`) for the config's
+    intercurrent events, as one text: ``death (terminal event): while alive: ...; withdrawn
+    (informative dropout): hypothetical: ...``; an event type the config lists no end reason
+    for is left out."""
+    labels = {"terminal event": list(terminal), "informative dropout": list(dropout)}
+    parts = [
+        f"{', '.join(labels[event])} ({event}): {sentence}"
+        for event, sentence in strategies
+        if labels.get(event)
+    ]
+    return "; ".join(parts)
+
+
+def _claim_strategies(config: Mapping[str, Any], models: Sequence[str]) -> dict[str, str]:
+    """The strategy text of each model a claim reads (empty when the model is not configured:
+    its claim is then not estimable anyway)."""
+    from recurstudy.config import informative_dropout, terminal_events
+    from recurstudy.models import described_models
+
+    try:
+        described = described_models(dict(config))
+    except (KeyError, ValueError):
+        return {}
+    terminal, dropout = terminal_events(config), informative_dropout(config)
+    return {
+        m: strategy_text(described[m].strategies, terminal, dropout)
+        for m in models
+        if m in described
+    }
 
 
 AGREEMENT_COLUMNS = [

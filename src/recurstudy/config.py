@@ -6,6 +6,7 @@ workflow and the library see identical defaults.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -154,15 +155,16 @@ def _intercurrent_errors(config: dict[str, Any]) -> list[str]:
     return lines
 
 
-def terminal_events(config: dict[str, Any]) -> tuple[str, ...]:
+def terminal_events(config: Mapping[str, Any]) -> tuple[str, ...]:
     """The end reasons that are terminal events (config ``terminal_events``; default death)."""
-    value = config.get("terminal_events")
+    value = config["terminal_events"] if "terminal_events" in config else None
     return tuple(schema_default("terminal_events") if value is None else value)
 
 
-def informative_dropout(config: dict[str, Any]) -> tuple[str, ...]:
-    """The end reasons whose censoring may be informative (config ``informative_dropout``)."""
-    value = config.get("informative_dropout")
+def informative_dropout(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The end reasons whose censoring may be informative (config ``informative_dropout``;
+    default withdrawn)."""
+    value = config["informative_dropout"] if "informative_dropout" in config else None
     return tuple(schema_default("informative_dropout") if value is None else value)
 
 

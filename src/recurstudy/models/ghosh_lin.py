@@ -535,6 +535,7 @@ class GhoshLin(Model):
             "marginal_mean",
             "Mean number of episodes per participant by day t while alive (Ghosh-Lin, death as "
             "terminal event), by arm; robust standard error; log-transformed 95% interval",
+            "hidden",  # drawn beside the mean cumulative function, not printed
         ),
         ExtraTable("fit", "Ghosh-Lin fit: iterations, deaths, censorings, naive SE", "hidden"),
     )

@@ -78,6 +78,16 @@ def agreement_sentence(agreement: pd.DataFrame | None, claim_id: str) -> str:
     return text + "."
 
 
+def intercurrent_sentence(claim: Mapping[str, Any]) -> str:
+    """The ICH E9(R1) strategy of a claim's model for the config's intercurrent events (a row
+    of results/claims.csv: its ``intercurrent_strategy``), as one Markdown sentence; empty when
+    the claim has none (no model, or the config lists no terminal or dropout reasons)."""
+    text = claim.get("intercurrent_strategy")
+    if text is None or (isinstance(text, float) and pd.isna(text)) or not str(text).strip():
+        return ""
+    return f"Intercurrent events (ICH E9(R1) strategy): {md_text(str(text).strip())}."
+
+
 def summary_paragraph(
     flow: Mapping[str, Any],
     claims: pd.DataFrame,
