@@ -17,7 +17,11 @@ def _simulate(args: argparse.Namespace) -> int:
         if v is not None:
             values[f.name] = v
     params = SimulationParams(**values)
-    write_cohort(params, args.out, command=shlex.join(["recurstudy", *args.argv]))
+    try:
+        write_cohort(params, args.out, command=shlex.join(["recurstudy", *args.argv]))
+    except ValueError as exc:  # parameters the generative model cannot use, named
+        print(f"recurstudy simulate: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote a cohort of {params.n} participants (seed {params.seed}) to {args.out}")
     return 0
 
