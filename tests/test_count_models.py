@@ -22,6 +22,8 @@ from recurstudy.models.counts import (
     NegativeBinomialModel,
     PoissonModel,
     ZeroInflatedNegBinModel,
+    central_hessian,
+    zinb_loglik,
 )
 from recurstudy.simulate import SimulationParams, simulate_cohort
 
@@ -121,7 +123,10 @@ def test_negbin_matches_glm_nb(ref, data, ds, form):
     close(res.extras["robust"]["std_error"], r["se_hc0"], 1e-6)
     lr = res.extras["lr_test"].iloc[0]
     close(lr["statistic"], r["lr_vs_poisson"]["statistic"], 1e-9)
-    close(lr["p_value"], r["lr_vs_poisson"]["p_value"], 1e-8)
+    if r["lr_vs_poisson"]["p_value"] < 1e-300:  # R's underflows to a subnormal, ours to 0
+        assert lr["p_value"] < 1e-300
+    else:
+        close(lr["p_value"], r["lr_vs_poisson"]["p_value"], 1e-8)
 
 
 @pytest.mark.parametrize("ds,form", CASES)
@@ -135,7 +140,9 @@ def test_negbin_default_r_fit_is_close(ref, data, ds, form):
 
 # ------------------------------------------------------------------ ZINB vs pscl::zeroinfl
 
-INTERIOR = [("demo", "adjusted"), ("sim", "crude"), ("sim", "adjusted")]
+# Fits whose zero-inflation intercept R finds in the interior (the demo has no excess zeros:
+# with either formula R's runs to about -15, see count_reference.json).
+INTERIOR = [("sim", "crude"), ("sim", "adjusted")]
 
 
 @pytest.mark.parametrize("ds,form", INTERIOR)
@@ -162,17 +169,41 @@ def test_zinb_matches_zeroinfl(ref, data, ds, form):
 
 @pytest.mark.parametrize("ds,form", INTERIOR)
 def test_zinb_pscl_default_hessian_step(ref, data, ds, form):
-    """hessian_step 1e-3 reproduces pscl's default optimHess (ndeps 1e-3): measured 2.7e-6.
+    """hessian_step 1e-3 reproduces pscl's default optimHess (ndeps 1e-3): at R's own estimates
+    our central differences of the analytic gradient give R's errors (measured 1e-6), and the
+    fit's errors are those central differences at its estimates.
 
+    The comparison is made at R's estimates because pscl's default BFGS stops on reltol 1.6e-10,
+    short of the optimum, and with a 1e-3 step the errors depend on where: at our optimum (score
+    zero to 1e-12) they differ from R's default by up to 2.9e-5 (sim, adjusted, zero intercept).
     pscl's default and the 1e-5 step differ by up to 2.0e-5 (sim, adjusted, intercept): that is
     the finite-difference error of optim's default step, not a difference in the estimator.
     """
     r = ref[ds][form]["zinb"]["default"]
-    res = ZeroInflatedNegBinModel().fit(
-        spec("zinb", FORMULAS[form], hessian_step=1e-3), counts=data[ds]
+    d = data[ds]
+    X = np.column_stack(
+        [np.ones(len(d)), (d["arm"] == "intervention").to_numpy(float)]
+        + [d[c].to_numpy(float) for c in FORMULAS[form].split(" + ")[1:]]
     )
-    close(res.table["std_error"], r["se"][: len(res.table)], 1e-5)
-    close(res.extras["dispersion"]["se_log_theta"].iloc[0], r["se_logtheta"], 1e-5)
+    Z = np.ones((len(d), 1))
+    y = d["n_episodes"].to_numpy(float)
+    offset = np.log(d["exposure_days"].to_numpy(float))
+    kx = X.shape[1]
+
+    def se_at(par):
+        def grad(p):
+            return zinb_loglik(p, X, Z, y, offset, kx, 1)[1]
+
+        return np.sqrt(np.diag(np.linalg.inv(-central_hessian(grad, par, 1e-3))))
+
+    se = se_at(np.r_[r["count_coef"], r["zero_coef"], np.log(r["theta"])])
+    close(se[:-1], r["se"][: kx + 1], 1e-5)
+    close(se[-1], r["se_logtheta"], 1e-5)
+    res = ZeroInflatedNegBinModel().fit(spec("zinb", FORMULAS[form], hessian_step=1e-3), counts=d)
+    theta = res.extras["dispersion"]["theta"].iloc[0]
+    own = se_at(np.r_[res.table["estimate"].to_numpy(), np.log(theta)])
+    close(res.table["std_error"], own[:-1], 1e-8)
+    close(res.extras["dispersion"]["se_log_theta"].iloc[0], own[-1], 1e-8)
 
 
 def test_zinb_at_the_boundary(ref, data):
@@ -216,10 +247,15 @@ def truth_counts() -> pd.DataFrame:
     cfg = {
         "covariates": {"age": "numeric", "prior_episodes": "numeric", "baseline_pain": "numeric"},
         "arms": {"control": "control", "intervention": "intervention"},
-        # the simulator's intensity applies to at-risk time: exposure excludes episode days
-        "exclude_episode_time": True,
+        # A Poisson process given the frailty over total time, with total follow-up as exposure:
+        # the negative binomial is then the exact model and 0.5 its exact target. (With the
+        # intensity on at-risk time and episode days excluded from exposure, the crude rate ratio
+        # per at-risk day is about 0.516, not 0.5: measured over 30 seeds, SE 0.004.)
+        "exclude_episode_time": False,
     }
-    sim = simulate_cohort(SimulationParams(n=4000, seed=7, frailty_var=0.5, rate_ratio=0.5))
+    sim = simulate_cohort(
+        SimulationParams(n=4000, seed=7, frailty_var=0.5, rate_ratio=0.5, risk_during_episodes=True)
+    )
     return derive.counts(sim["participants"], sim["episodes"], cfg)
 
 

@@ -763,9 +763,12 @@ def truth(params: SimulationParams) -> dict:
         "marginal_rate_ratio": ratio(nodeath),
         "death_probability_by_tau": {k: _sig(v) for k, v in death_probability(p, tau).items()},
         "notes": (
-            "The intensity applies to at-risk time, i.e. outside episodes; with "
-            "exclude_episode_time: true the counting-process models estimate rate_ratio "
-            "directly, with total time the estimand differs only through episode durations. "
+            "The intensity applies to at-risk time, i.e. outside episodes (unless "
+            "risk_during_episodes); with exclude_episode_time: true the counting-process and "
+            "count models estimate rate_ratio approximately (time in episodes depends on the "
+            "frailty: the crude rate ratio per at-risk day is about 0.516 for a true 0.5 at "
+            "frailty variance 0.5), with total time the estimand differs through episode "
+            "durations (marginal_rate_ratio). "
             "Marginal means count episodes while alive, E[N(t ∧ D)] with D the time of death, "
             "in the absence of dropout; they are computed by numeric integration over the gamma "
             "frailty and the covariates, not by simulation."
