@@ -262,3 +262,14 @@ def test_simulation_naive_andersen_gill_misses_the_while_alive_mean_ratio():
     for arm in ("control", "intervention"):
         last = mm[mm["arm"] == arm].iloc[-1]
         assert abs(last["mean"] - tr["marginal_mean_while_alive"][arm][-1]) < 3 * last["std_err"]
+
+
+def test_censoring_strata_option_is_checked():
+    from recurstudy.config import ConfigError, validate_config
+
+    base = {"data": {"participants": "p.csv", "episodes": "e.csv"}}
+    ok = {"name": "gl", "kind": "ghosh_lin", "options": {"censoring_strata": "arm"}}
+    validate_config({**base, "models": [ok]})
+    bad = {**ok, "options": {"censoring_strata": "site"}}
+    with pytest.raises(ConfigError, match="option 'censoring_strata' must be 'none' | 'arm'"):
+        validate_config({**base, "models": [bad]})
