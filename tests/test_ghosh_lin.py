@@ -9,6 +9,7 @@ marginal mean (recurstudy.simulate.truth).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,11 +82,10 @@ def test_marginal_mean_agrees_with_mets_recurrent_marginal(reference, name):
 
 def test_fixtures_have_deaths_and_censoring():
     # the comparisons above exercise the death weights and the censoring term
-    for name in SETS:
+    for name, min_deaths in (("simulated", 10), ("bladder1", 10), ("demo", 5)):
         status = _rows(name)["status"]
         assert (status == 0).sum() > 10, name
-        if name != "demo":  # the demo gains deaths when it is regenerated (helper A)
-            assert (status == 2).sum() > 10, name
+        assert (status == 2).sum() >= min_deaths, name
 
 
 # ------------------------------------------------------------------ hand and edge cases
@@ -120,8 +120,8 @@ def test_marginal_mean_by_hand_death_before_any_episode_and_ties():
 
 
 def test_without_deaths_the_marginal_mean_is_the_nelson_aalen_mcf():
-    d = _rows("demo")  # no deaths in this demo version; ties broken
-    d = d[d["status"] != 2]
+    d = _rows("demo")  # ties broken; deaths made censorings: no terminal event
+    d = d.assign(status=d["status"].replace(2, 0))
     sub = d[d["arm"] == "control"]
     mm = marginal_mean_terminal(sub["entry"], sub["exit"], sub["status"], sub["participant_id"])
     cp = pd.DataFrame(
@@ -263,3 +263,14 @@ def test_simulation_naive_andersen_gill_misses_the_while_alive_mean_ratio():
     for arm in ("control", "intervention"):
         last = mm[mm["arm"] == arm].iloc[-1]
         assert abs(last["mean"] - tr["marginal_mean_while_alive"][arm][-1]) < 3 * last["std_err"]
+
+
+def test_censoring_strata_option_is_checked():
+    from recurstudy.config import ConfigError, validate_config
+
+    base = {"data": {"participants": "p.csv", "episodes": "e.csv"}}
+    ok = {"name": "gl", "kind": "ghosh_lin", "options": {"censoring_strata": "arm"}}
+    validate_config({**base, "models": [ok]})
+    bad = {**ok, "options": {"censoring_strata": "site"}}
+    with pytest.raises(ConfigError, match=re.escape("'censoring_strata' must be 'none' | 'arm'")):
+        validate_config({**base, "models": [bad]})
