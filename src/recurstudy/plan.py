@@ -25,6 +25,7 @@ PLAN_KEYS = (
     "covariates",
     "adjust_for",
     "on_invalid",
+    "end_reason_labels",
     "exclude_episode_time",
     "washout_days",
     "terminal_events",

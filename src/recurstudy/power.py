@@ -144,7 +144,7 @@ def power_inputs(claim: dict[str, Any], config: dict[str, Any]) -> dict[str, Any
 
     model = claim.get("model") or DEFAULT_MODEL[claim["metric"]]
     spec = replace({s.name: s for s in model_specs(config)}[model], formula=ARM)
-    derive_keys = ("arms", "exclude_episode_time", "washout_days")
+    derive_keys = ("arms", "exclude_episode_time", "washout_days", "terminal_events")
     return {
         "claimed": float(claim["claimed"]),
         "spec": asdict(spec),
