@@ -22,6 +22,7 @@ rule all:
         "results/claims.csv",
         "results/plan_status.json",
         "results/sensitivity/forest.csv",
+        "results/sensitivity/tipping_point.csv",
         "reports/report.html",
         PDF_TARGETS,
         "reports/manifest.json",

@@ -90,7 +90,7 @@ def model_inputs(wildcards):
 # The report stage (report.smk): its optional inputs and the manifest, written last.
 SENSITIVITY = [
     f"results/sensitivity/{n}.csv"
-    for n in ("forest", "crude_vs_adjusted", "e_value", "iptw", "balance")
+    for n in ("forest", "crude_vs_adjusted", "e_value", "iptw", "balance", "tipping_point")
 ]
 
 
