@@ -31,6 +31,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "validate": ("data", "arms", "covariates", "adjust_for", "on_invalid"),
     "derive": ("arms", "covariates", "exclude_episode_time", "washout_days"),
     "power_design": ("arms",),
+    "rates": ("arms",),
     "claims": ("arms", "claims", "multiplicity", "models", "adjust_for", "covariates"),
     "sensitivity": ("arms", "design", "adjust_for", "covariates", "models"),
     "report": ("*",),
