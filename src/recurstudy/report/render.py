@@ -37,10 +37,11 @@ body.jp-Notebook { max-width: 70rem; margin: 0 auto; padding: 1rem 2rem; }
 .jp-Cell { padding: 0; }
 .jp-OutputArea-output { overflow-x: visible; }
 .jp-OutputArea-output table.rs-table { font-size: 0.85rem; margin: 0.4rem 0 0.2rem 0;
-  width: 100%; table-layout: fixed; border-collapse: collapse; }
+  width: 100%; table-layout: auto; border-collapse: collapse; }
 .jp-OutputArea-output table.rs-table td, .jp-OutputArea-output table.rs-table th {
   text-align: left; padding: 0.15rem 0.4rem; vertical-align: top;
-  overflow-wrap: anywhere; word-break: normal; white-space: normal; }
+  overflow-wrap: break-word; word-break: normal; white-space: normal; min-width: 3.5em; }
+.jp-OutputArea-output table.rs-table td code { overflow-wrap: anywhere; }
 .jp-OutputArea-output table.rs-appendix { font-size: 0.72rem; }
 .rs-table small, .rs-source { font-size: 0.72rem; color: #555; }
 .rs-source code { font-size: 0.68rem; overflow-wrap: anywhere; }

@@ -504,7 +504,10 @@ def arm_columns(frame: pd.DataFrame, config: Mapping[str, Any]) -> list[tuple[st
 
 
 def table1(
-    participants: pd.DataFrame, config: Mapping[str, Any], min_cell: int | None = None
+    participants: pd.DataFrame,
+    config: Mapping[str, Any],
+    min_cell: int | None = None,
+    cells: CohortCells | None = None,
 ) -> pd.DataFrame:
     """Table 1: baseline characteristics by arm with disclosure control.
 
@@ -514,7 +517,8 @@ def table1(
     Columns: the two arms and overall, headed with their N. Category counts below `min_cell`
     (zero included: "no woman in arm B" is a disclosure) show ``<5``; secondary suppression runs
     per variable over rows (arm + arm = overall) and columns (levels add up to the arm's N). A
-    summary of fewer than `min_cell` values is not shown.
+    summary of fewer than `min_cell` values is not shown. With `cells` (the report-wide plan),
+    the arms' N are shown as every other table shows them.
     """
     min_cell = int(config.get("min_cell", 5) if min_cell is None else min_cell)
     df = participants.copy()
@@ -522,6 +526,11 @@ def table1(
     n_arm = {name: int(mask.sum()) for name, mask in arms}
     small_arm = {name for name, n in n_arm.items() if n < min_cell}
     headers = {name: f"{name} (N={fmt_count(n, min_cell)})" for name, n in n_arm.items()}
+    if cells is not None:  # the arms' N as every other table shows them
+        control, intervention = arm_labels(config)
+        for name, role in ((control, "control"), (intervention, "intervention")):
+            headers[name] = f"{name} (N={cells.text(('analysed', role))})"
+        headers["Overall"] = f"Overall (N={cells.text(('analysed', 'total'))})"
     rows: list[dict[str, str]] = []
 
     def categorical(label: str, series: pd.Series, column: str = "") -> None:
@@ -684,6 +693,17 @@ def rates_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def events_by_role(counts: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, int]:
+    """Events of the analysed participants per arm role (``control``, ``intervention``), for
+    :func:`~recurstudy.report.disclosure.cohort_cells`."""
+    control, intervention = arm_labels(config)
+    arm = counts[ARM].astype(str)
+    return {
+        role: int(counts.loc[(arm == label).to_numpy(), "n_episodes"].sum())
+        for role, label in (("control", control), ("intervention", intervention))
+    }
 
 
 # ------------------------------------------------------------------------------ claims

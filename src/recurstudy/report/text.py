@@ -84,9 +84,11 @@ def summary_paragraph(
     counts: pd.DataFrame,
     config: Mapping[str, Any],
     agreement: pd.DataFrame | None = None,
+    cells: CohortCells | None = None,
 ) -> str:
     """One Markdown paragraph: cohort size, events and exposure, and each claim's verdict (its
-    role, contrast and the sensitivity models' agreement)."""
+    role, contrast and the sensitivity models' agreement); counts under the report-wide plan
+    `cells` when given."""
     min_cell = int(config.get("min_cell", 5))
     control, intervention = (md_text(a) for a in arm_labels(config))
     events = md_text(study_text(dict(config))["events"])
@@ -94,7 +96,19 @@ def summary_paragraph(
     by = fp["analysed_by_arm"]
     pm = float(counts["exposure_days"].sum()) / DAYS_PER_MONTH
     k = int(counts["n_episodes"].sum())
-    parts = [
+    if cells is not None:
+        parts = [
+            f"Of {cells.text(('received', 'total'))} participants received, "
+            f"{cells.text(('analysed', 'total'))} were analysed "
+            f"({cells.text(('analysed', 'control'))} {control}, "
+            f"{cells.text(('analysed', 'intervention'))} {intervention}); "
+            f"{cells.text(('excluded', 'total'))} were excluded by validation. They had "
+            f"{cells.text(('events', 'total'))} {events} over {pm:.0f} participant-months of "
+            "follow-up."
+        ]
+    else:
+        parts = []
+    parts = parts or [
         f"Of {fmt_count(fp['received'], min_cell)} participants received, "
         f"{fmt_count(fp['analysed'], min_cell)} were analysed "
         f"({fmt_count(by.get('control', 0), min_cell)} {control}, "
@@ -136,8 +150,8 @@ def _claim_sentence(
     model = md_text(titles.get(str(r.model), str(r.model)))
     what = "pain" if str(getattr(r, "metric", "")).startswith("pain") else md_text(words["events"])
     head = (
-        f"**{role}** ({md_text(r.claim_id)}): “{md_text(r.statement)}” claimed a "
-        f"{fmt_pct(r.claimed)} reduction in {what} with {intervention} compared with {control}."
+        f"**{role}** ({md_text(r.claim_id)}): “{md_text(r.statement)}” The claim: {what} "
+        f"reduced by {fmt_pct(r.claimed)} with {intervention} compared with {control}."
     )
     if finite(r.estimate):
         est = (
