@@ -132,8 +132,26 @@ def section_extras(
     out = []
     for k, v in frames.items():
         parts = [suppress_counts(f, min_cell, hide_all=hide_all) for f in v]
-        table = format_frame(pd.concat(parts, ignore_index=True))
+        table = format_frame(not_reached(pd.concat(parts, ignore_index=True)))
         out.append((captions[k], table, paths[k]) if with_source else (captions[k], table))
+    return out
+
+
+def not_reached(df: pd.DataFrame) -> pd.DataFrame:
+    """A table of medians (a ``median...`` column) with a missing median or interval end shown
+    as ``not reached`` (the survival curve or its confidence band never falls to 0.5), and
+    whole-number medians as integers."""
+    cols = [c for c in df.columns if str(c).startswith("median")]
+    if not cols:
+        return df
+    out = df.copy()
+    for c in [*cols, *[c for c in ("conf_low", "conf_high") if c in df]]:
+        if pd.api.types.is_numeric_dtype(out[c]):
+            out[c] = out[c].map(
+                lambda v: (
+                    "not reached" if pd.isna(v) else (f"{v:.0f}" if v == round(v) else f"{v:.1f}")
+                )
+            )
     return out
 
 
@@ -367,15 +385,20 @@ def ratio_ci(r: Mapping[str, Any], digits: int = 2) -> str:
     return f"{fmt_num(r['exp_estimate'], digits)} ({ci})"
 
 
-def convergence_table(estimates: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: converged, log-likelihood and message."""
+def convergence_table(
+    estimates: pd.DataFrame, entries: Iterable[ModelEntry] | None = None
+) -> pd.DataFrame:
+    """One row per model: converged, log-likelihood and message (with `entries`, the model's
+    plain title and its configured name in column ``internal name``)."""
+    titles = _titles(entries)
     rows = []
     for name, g in estimates.groupby("model", sort=False):
         msgs = sorted({str(m) for m in g["message"] if isinstance(m, str) and m})
         ll = g["log_likelihood"].dropna()
         rows.append(
             {
-                "model": name,
+                "model": titles.get(str(name), name),
+                **({"internal name": name} if entries is not None else {}),
                 "converged": "yes" if g["converged"].astype(bool).all() else "NO",
                 "log-likelihood": fmt_num(ll.iloc[0], 2) if len(ll) else "",
                 "message": "; ".join(msgs),
@@ -759,6 +782,40 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def claims_summary(
+    claims: pd.DataFrame, entries: Iterable[ModelEntry] | None = None
+) -> pd.DataFrame:
+    """The claims as the first screen shows them: claim, role, the primary model's plain title
+    (configured name in ``internal name``), claimed and estimated reduction with 95% CI, verdict
+    and power; the TOST and adjusted p-values and the 90% interval are in :func:`claims_table`
+    (appendix)."""
+    titles = _titles(entries)
+    full = claims_table(claims)
+    out = pd.DataFrame(
+        {
+            "claim": full["claim"],
+            "role": full["role"],
+            "model": [titles.get(str(m), str(m)) for m in claims["model"]],
+            "internal name": claims["model"].astype(str).to_numpy(),
+            "claimed reduction": full["claimed"],
+            "estimated reduction (95% CI)": full["estimated reduction (95% CI)"],
+            "verdict": full["verdict"],
+            "power": full["power"],
+        }
+    )
+    return out
+
+
+POWER_NAMES = {
+    "claim_id": "claim",
+    "power_mc_se": "power MC SE",
+    "mde_80": "MDE (80% power)",
+    "mde_80_mc_se": "MDE MC SE",
+    "mde_80_normal": "MDE, normal approximation",
+    "power_informative_dropout": "power, informative dropout",
+}
+
+
 POWER_COLUMNS = [
     "claim_id",
     "model",
@@ -774,8 +831,10 @@ POWER_COLUMNS = [
 
 
 def power_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """Each claim's simulated power and minimum detectable reduction, rounded."""
-    return format_frame(claims[[c for c in POWER_COLUMNS if c in claims]])
+    """Each claim's simulated power and minimum detectable reduction (MDE), rounded, with
+    readable column names; replicates as whole numbers."""
+    out = format_frame(claims[[c for c in POWER_COLUMNS if c in claims]], 2)
+    return out.rename(columns=POWER_NAMES)
 
 
 def design_table(

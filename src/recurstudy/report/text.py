@@ -68,7 +68,10 @@ def agreement_sentence(agreement: pd.DataFrame | None, claim_id: str) -> str:
         return ""
     n = len(rows)
     agree = rows[rows["agrees"].astype(str).str.lower() == "true"]
-    others = [md_text(str(m)) for m in rows.loc[~rows.index.isin(agree.index), "model"]]
+    others = [
+        md_text(_agreement_name(r))
+        for r in rows.loc[~rows.index.isin(agree.index)].to_dict("records")
+    ]
     text = (
         f"{len(agree)} of {n} sensitivity models agree (same direction, claim inside their "
         "interval)"
@@ -76,6 +79,15 @@ def agreement_sentence(agreement: pd.DataFrame | None, claim_id: str) -> str:
     if others:
         text += f"; not: {', '.join(others)}"
     return text + "."
+
+
+def _agreement_name(row: Mapping[str, Any]) -> str:
+    """A sensitivity model's plain title (``, adjusted`` for the adjusted variant), else its
+    configured name."""
+    title = row.get("title")
+    if not isinstance(title, str) or not title:
+        return str(row["model"])
+    return title + (", adjusted" if str(row["model"]).endswith("_adjusted") else "")
 
 
 def summary_paragraph(
@@ -321,9 +333,7 @@ def methods_paragraph(
     items = []
     for group in _same_description(entries):
         d = group[0].description
-        names = ", ".join(
-            f"`{md_text(e.name)}` (formula ~ {md_text(e.spec.formula)})" for e in group
-        )
+        names = ", ".join(f"{md_text(e.name)}: formula ~ {md_text(e.spec.formula)}" for e in group)
         parts = [f"**{md_text(d.title)}** ({names})"]
         if d.estimand:
             parts.append(f"Estimand: {md_text(d.estimand)}")
