@@ -6,6 +6,7 @@ The `demo_report` fixture (session scope, in conftest.py, shared by every test f
 whole workflow once on the demo cohort into a temporary run directory, with a small power run.
 """
 
+import math
 import re
 import shutil
 import sys
@@ -22,6 +23,7 @@ from scipy import stats
 from recurstudy.config import load_config, study_text
 from recurstudy.models import get_model
 from recurstudy.report import disclosure, figures, render, tables, text
+from recurstudy.rates import rate_summary
 from recurstudy.report.disclosure import SUPPRESSED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,7 +205,77 @@ def test_table1_small_arm_and_zero_cells():
     assert f["intervention (N=20)"] == "<5"
 
 
-def test_rates_per_100_participant_months():
+def _hand_counts() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "participant_id": [f"P{i}" for i in range(6)],
+            "arm": ["control"] * 3 + ["intervention"] * 3,
+            "n_episodes": [0, 2, 4, 1, 1, 1],
+            "exposure_days": [100.0, 100.0, 200.0, 100.0, 200.0, 100.0],
+        }
+    )
+
+
+def test_rate_summary_by_hand():
+    """Per-arm rates, ratio and difference against a hand calculation of the HC0 sandwich."""
+    r = rate_summary(_hand_counts(), CONFIG).set_index(["quantity", "arm", "unit"])
+    # control: 6 events over 400 days; residuals y - r t = -1.5, 0.5, 1.0 (sum of squares 3.5)
+    r0, se0 = 6 / 400, math.sqrt(3.5) / 6
+    # intervention: 3 events over 400 days; residuals 0.25, -0.5, 0.25 (sum of squares 0.375)
+    r1, se1 = 3 / 400, math.sqrt(0.375) / 3
+    z = stats.norm.ppf(0.975)
+    month = r.loc[("rate", "control", "per 100 participant-months")]
+    assert month["estimate"] == pytest.approx(r0 * 100 * 365.25 / 12, rel=1e-12)
+    assert month["conf_low"] == pytest.approx(month["estimate"] * math.exp(-z * se0), rel=1e-12)
+    assert month["events"] == 6 and month["participants"] == 3
+    year = r.loc[("rate", "intervention", "per participant-year")]
+    assert year["estimate"] == pytest.approx(r1 * 365.25, rel=1e-12)
+    assert year["conf_high"] == pytest.approx(r1 * 365.25 * math.exp(z * se1), rel=1e-12)
+    rr = r.xs("rate_ratio", level="quantity").iloc[0]
+    assert rr["estimate"] == pytest.approx(0.5, rel=1e-12)
+    assert rr["std_error"] == pytest.approx(math.hypot(se0, se1), rel=1e-12)
+    rd = r.xs("rate_difference", level="quantity").iloc[0]
+    per = 100 * 365.25
+    assert rd["estimate"] == pytest.approx((r1 - r0) * per, rel=1e-12)  # -273.94 per 100 p-y
+    sd = per / 400 * math.sqrt(3.5 + 0.375)  # delta method: Var(r) = sum(y - r t)^2 / T^2
+    assert rd["std_error"] == pytest.approx(sd, rel=1e-12)
+    assert rd["conf_low"] == pytest.approx((r1 - r0) * per - z * sd, rel=1e-12)
+
+
+def test_rate_ratio_equals_poisson_model_with_hc0():
+    """The rate ratio and its SE are those of the poisson model (HC0 sandwich), an independent
+    code path (statsmodels GLM), on overdispersed simulated data."""
+    rng = np.random.default_rng(3)
+    n = 400
+    arm = np.repeat(["control", "intervention"], n // 2)
+    t = rng.integers(30, 365, n).astype(float)
+    mu = t * np.where(arm == "control", 0.02, 0.012) * rng.gamma(2.0, 0.5, n)
+    counts = pd.DataFrame(
+        {"participant_id": [f"P{i}" for i in range(n)], "arm": arm, "n_episodes": rng.poisson(mu),
+         "exposure_days": t}
+    )  # fmt: skip
+    from recurstudy.models import ModelSpec
+
+    fit = get_model("poisson").fit(ModelSpec("p", "poisson"), counts=counts)
+    row = fit.table.set_index("term").loc["arm[T.intervention]"]
+    rr = rate_summary(counts, CONFIG).set_index("quantity").loc["rate_ratio"]
+    assert bool(row["robust"])
+    assert rr["estimate"] == pytest.approx(row["exp_estimate"], rel=1e-6)
+    assert rr["std_error"] == pytest.approx(row["std_error"], rel=1e-6)
+
+
+def test_rate_summary_no_events_in_an_arm():
+    counts = _hand_counts()
+    counts.loc[counts["arm"] == "intervention", "n_episodes"] = 0
+    r = rate_summary(counts, CONFIG).set_index("quantity")
+    assert np.isnan(r.loc["rate_ratio", "conf_low"]) and np.isnan(
+        r.loc["rate_difference", "conf_low"]
+    )
+    md = _visible(text.rates_sentences(r.reset_index(), CONFIG))
+    assert "not estimable" in md
+
+
+def test_rates_table_and_first_screen():
     counts = pd.DataFrame(
         {
             "arm": ["control"] * 10 + ["intervention"] * 10,
@@ -211,21 +283,41 @@ def test_rates_per_100_participant_months():
             "exposure_days": [tables.DAYS_PER_MONTH * 10] * 20,  # 10 participant-months each
         }
     )
-    t = tables.rates_table(counts, CONFIG).set_index("arm")
+    rates = rate_summary(counts, CONFIG)
+    t = tables.rates_table(rates, CONFIG).set_index("")
     assert t.loc["control", "episodes"] == "30"
     assert t.loc["control", "participant-months"] == "100"
-    assert t.loc["control", "episodes per 100 participant-months"] == "30.0"
-    lo = stats.chi2.ppf(0.025, 60) / 2
-    hi = stats.chi2.ppf(0.975, 62) / 2
-    assert t.loc["control", "95% CI"] == f"{lo:.1f}–{hi:.1f}"
-    assert t.loc["Overall", "episodes per 100 participant-months"] == "20.0"
-    # a small episode count hides its rate and, secondarily, another arm's
-    counts.loc[counts["arm"] == "intervention", "n_episodes"] = [1, 1, 1] + [0] * 7
-    t = tables.rates_table(counts, CONFIG).set_index("arm")
-    assert t.loc["intervention", "episodes"] == "<5"
-    assert t.loc["intervention", "episodes per 100 participant-months"] == SUPPRESSED
-    hidden = [t.loc[a, "episodes"] in ("<5", SUPPRESSED) for a in t.index]
-    assert sum(hidden) >= 2
+    # 30 events in 100 participant-months; every participant has y - r t = 0: SE 0
+    assert t.loc["control", "per 100 participant-months (95% CI)"] == "30.0 (30.0–30.0)"
+    assert t.loc["intervention", "per participant-year (95% CI)"].startswith("1.20")
+    assert t.loc["rate ratio, intervention vs control", "per 100 participant-months (95% CI)"] == (
+        "0.33 (0.33–0.33)"
+    )
+    claims = pd.DataFrame(
+        [
+            {"claim_id": "c1", "statement": "cut episodes by half", "model": "nb", "primary": True,
+             "claimed": 0.5, "estimate": 0.6, "conf_low": 0.4, "conf_high": 0.7,
+             "verdict": "supported", "reason": "the 90% interval lies within"}
+        ]
+    )  # fmt: skip
+    agreement = pd.DataFrame(
+        {"claim_id": ["c1", "c1"], "model": ["ag", "ag_adjusted"], "agrees": [True, False],
+         "title": ["Andersen-Gill (all episodes)"] * 2}
+    )  # fmt: skip
+    md = text.first_screen(
+        claims, rates, CONFIG, agreement=agreement, strategies={"c1": "STRATEGY SENTENCE."}
+    )
+    seen = _visible(md)
+    assert "Primary claim (c1)" in seen and "reduced by 50%" in seen
+    assert "60% reduction (95% CI 40% to 70%)" in seen
+    assert "Verdict: supported, because the 90% interval lies within" in seen
+    assert "STRATEGY SENTENCE." in seen
+    assert "1 of 2 sensitivity models agree" in seen
+    assert "not: Andersen-Gill (all episodes), adjusted" in seen
+    assert "30.0 per 100 participant-months" in seen and "per participant-year" in seen
+    assert "Rate ratio, intervention vs control: 0.33" in seen
+    assert "240.0 episodes prevented per 100 participant-years" in seen  # (3.6-1.2)*100
+    assert "Not pre-specified" in seen
 
 
 def _flow(excluded_c=2, excluded_i=7):
@@ -288,10 +380,12 @@ def test_methods_paragraph_from_config():
         d = get_model(kind).describe()
         for piece in (d.title, d.estimand, d.r_call, d.reference):
             assert piece and " ".join(piece.split()) in seen, (kind, piece)
-    assert "ag: formula ~ arm, robust (sandwich) standard errors" in seen
-    assert "ag_adjusted: formula ~ arm + age" in seen
-    assert "nb: formula ~ arm, model-based standard errors" in seen
-    assert "km: formula ~ arm" in seen and "km: formula ~ arm," not in seen  # no effect, no SE
+    assert "ag: formula ~ arm, ag_adjusted: formula ~ arm + age" in seen
+    assert "Variance: robust (sandwich), clustered on participant" in seen  # ag: robust
+    assert "Variance: model-based (inverse information)" in seen  # nb
+    assert "Risk set and exposure: each analysed participant at risk from enrolment" in seen
+    assert "over their time at risk" in seen  # the count model's exposure
+    assert "Interval: Wald 95% on the log-ratio scale, exponentiated" in seen
     assert "hazard ratios and rate ratios" in seen  # the measures the models declare
     assert "99 simulated replicates" in seen and "seed 7" in seen
     assert "fewer than 5 participants" in seen
@@ -441,8 +535,10 @@ def test_model_description_drives_forest_and_sections(tmp_path):
         assert [c for c, _ in diag] == ["Odds demo model: Calibration of the demo"]
         cal = diag[0][1]
         assert list(cal["model"]) == ["odds", "odds", "odds_adjusted", "odds_adjusted"]
-        assert list(cal["n"]) == ["<5", "12"] * 2  # a count below min_cell is suppressed
-        assert list(cal["events"]) == ["<5", "9"] * 2  # ... a zero as well
+        # a count below min_cell is suppressed, and the other row of the column too (with the
+        # model's total participants, printed elsewhere, it would give the first back)
+        assert list(cal["n"]) == ["<5", SUPPRESSED] * 2
+        assert list(cal["events"]) == ["<5", SUPPRESSED] * 2  # ... a zero as well
         assert list(cal["n_dropped"]) == ["0", "0"] * 2  # nobody dropped identifies nobody
         assert list(cal["brier"]) == ["0.123", "0.200"] * 2
         appendix = tables.section_extras(models, entries, "appendix", 5)
@@ -489,8 +585,11 @@ def test_study_words_everywhere():
             "exposure_days": [300.0] * 20,
         }
     )
-    rates = tables.rates_table(counts, EXACERBATION)
-    assert "exacerbations per 100 participant-months" in rates.columns
+    rates = tables.rates_table(rate_summary(counts, EXACERBATION), EXACERBATION)
+    assert "exacerbations" in rates.columns
+    assert "exacerbations" in _visible(
+        text.rates_sentences(rate_summary(counts, EXACERBATION), EXACERBATION)
+    )
     assert text.rates_caption(EXACERBATION).startswith("Exacerbations per 100")
     survival = pd.DataFrame(
         {
@@ -556,6 +655,9 @@ def test_text_from_config_is_escaped():
     for md in (
         text.title_markdown(config),
         text.summary_paragraph(flow, claims, counts, config),
+        text.first_screen(
+            claims, rate_summary(counts, config), config, strategies={"c1": f"strategy {HOSTILE}"}
+        ),
         text.methods_paragraph(config),
     ):
         page = markdown2html(md)
@@ -566,7 +668,7 @@ def test_text_from_config_is_escaped():
     for df in (
         tables.table1(people, config),
         tables.flow_table(flow),
-        tables.rates_table(counts, config),
+        tables.rates_table(rate_summary(counts, config), config),
     ):
         _assert_inert(render.table_html(df, f"caption {HOSTILE}", f"note {HOSTILE}"))
     _assert_inert(figures.img_html(b"png", HOSTILE, HOSTILE))
