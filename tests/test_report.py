@@ -859,3 +859,179 @@ def test_methods_state_the_verdict_and_multiplicity_rules():
     assert "Holm's step-down correction" in methods
     config["multiplicity"] = "fixed_sequence"
     assert "fixed sequence" in text.methods_paragraph(config)
+
+
+# ------------------------------------------------------------------ disclosure across tables
+
+
+def _tiny_cohort():
+    """12 participants (6 per arm), one control participant withdrawn at day 20, 3 control and
+    9 intervention events: the cohort of issue 12 item 5."""
+    flow = {
+        "arms": {"control": "control", "intervention": "intervention"},
+        "participants": {
+            "received": 12,
+            "received_by_arm": {"control": 6, "intervention": 6, "other": 0},
+            "excluded": 0,
+            "excluded_by_arm": {"control": 0, "intervention": 0, "other": 0},
+            "excluded_by_reason": {},
+            "analysed": 12,
+            "analysed_by_arm": {"control": 6, "intervention": 6, "other": 0},
+        },
+    }
+    days = [20, 182, 182, 182, 182, 182] + [182] * 6
+    counts = pd.DataFrame(
+        {
+            "participant_id": [f"T{i:02d}" for i in range(12)],
+            "arm": ["control"] * 6 + ["intervention"] * 6,
+            "n_episodes": [0, 1, 0, 2, 0, 0] + [1, 2, 1, 2, 1, 2],
+            "exposure_days": [float(d) for d in days],
+        }
+    )
+    people = _participants(6, 6)
+    people["followup_end"] = people["enrolled_on"] + pd.to_timedelta(days, unit="D")
+    people["end_reason"] = ["withdrawn"] + ["completed"] * 11
+    return flow, counts, people
+
+
+def test_tiny_cohort_counts_hidden_in_every_table():
+    """On a cohort of 12, the control arm's 3 events are hidden everywhere, and nothing printed
+    gives them back by subtraction: not the rates table (other arm and total hidden too), not
+    the model table (totals and rate intercepts hidden), not a medians table (both arms hidden),
+    not the first screen; the design shows no one person's follow-up or the 1/12 dropout."""
+    flow, counts, people = _tiny_cohort()
+    cells = disclosure.cohort_cells(flow["participants"], tables.events_by_role(counts, CONFIG), 5)
+    assert cells.small
+    assert all(cells.hidden(("events", r)) for r in ("control", "intervention", "total"))
+    assert cells.text(("analysed", "control")) == "6"  # 6 >= 5: shown, the same everywhere
+    rates = rate_summary(counts, CONFIG)
+    t = tables.rates_table(rates, CONFIG, cells).set_index("")
+    assert t.loc["control", "episodes"] == "<5"
+    assert t.loc["intervention", "episodes"] == SUPPRESSED
+    for arm in ("control", "intervention"):
+        assert t.loc[arm, "participant-months"] == SUPPRESSED
+        assert t.loc[arm, "per 100 participant-months (95% CI)"] == SUPPRESSED
+    assert t.loc["rate difference per 100 participant-years", "per participant-year (95% CI)"] == (
+        SUPPRESSED
+    )
+    md = _visible(text.rates_sentences(rates, CONFIG, cells))
+    assert "<5 episodes" in md and "[s] episodes" in md and "participant-months;" not in md
+    assert not re.search(r"\b(3|9|12) episodes", md)
+    summary = _visible(
+        text.summary_paragraph(
+            flow, pd.DataFrame(columns=["claim_id"]), counts, CONFIG, None, cells
+        )
+    )
+    assert "[s] episodes" in summary and "12 episodes" not in summary
+    est = pd.DataFrame(
+        [
+            {"model": "pois", "term": "Intercept", "estimate": np.log(3 / 728), "std_error": 0.5,
+             "robust": True, "p_value": 0.1, "exp_estimate": 3 / 728, "exp_conf_low": 0.001,
+             "exp_conf_high": 0.01, "n_participants": 12, "n_events": 12, "converged": True},
+            {"model": "pois", "term": "arm[T.intervention]", "estimate": 1.0, "std_error": 0.6,
+             "robust": True, "p_value": 0.1, "exp_estimate": 2.7, "exp_conf_low": 0.8,
+             "exp_conf_high": 8.0, "n_participants": 12, "n_events": 12, "converged": True},
+            {"model": "cox", "term": "arm[T.intervention]", "estimate": 1.0, "std_error": 0.6,
+             "robust": False, "p_value": 0.1, "exp_estimate": 2.7, "exp_conf_low": 0.8,
+             "exp_conf_high": 8.0, "n_participants": 12, "n_events": 8, "converged": True},
+        ]
+    )  # fmt: skip
+    mt = tables.model_table(est, 5, cells)
+    assert set(mt["events"]) == {SUPPRESSED}  # 12 - 9 = 3 otherwise
+    assert set(mt["participants"]) == {"12"}  # the analysed total, shown as in the flow table
+    intercept = mt[mt["term"] == "Intercept"].iloc[0]
+    assert intercept["estimate (log)"] == SUPPRESSED  # exp(intercept) * exposure = 3 events
+    medians = pd.DataFrame(
+        {
+            "arm": ["control", "intervention"],
+            "n": [6, 6],
+            "events": [2, 6],
+            "median_time": [np.nan] * 2,
+        }
+    )
+    shown = disclosure.suppress_counts(medians, 5)
+    assert list(shown["events"]) == ["<5", SUPPRESSED]  # not 8 - 6 = 2 from the Cox total
+    assert set(disclosure.suppress_counts(medians, 5, hide_all=True)["n"]) == {SUPPRESSED}
+    assert list(tables.not_reached(medians)["median_time"]) == ["not reached"] * 2
+    design = {"n": 12, "allocation": 0.5, "followup_days": 182, "dropout": 1 / 12,
+              "rate_per_day": 3 / 930, "frailty_var": 0.4}  # fmt: skip
+    d = tables.design_table(design, people, 5, cells).set_index("parameter")["value"]
+    assert d["ended follow-up early"] == "<5 of 12"
+    assert "0.08" not in " ".join(d) and "0.0833" not in " ".join(d)
+    assert d["control-arm event rate"] == SUPPRESSED
+    follow = d["observed follow-up"]
+    low = (20 + 4 * 182) / 5 / tables.DAYS_PER_MONTH  # the mean of the 5 shortest
+    assert f"range {low:.1f} to 6.0" in follow
+    assert f"{20 / tables.DAYS_PER_MONTH:.1f}" not in follow  # the withdrawal's own 0.7 months
+    t1 = tables.table1(people, CONFIG, cells=cells)
+    assert "control (N=6)" in t1.columns
+    ended = t1[t1["level"] == "withdrawn"].iloc[0]
+    assert ended["control (N=6)"] == "<5"
+    ft = tables.flow_table(flow, 5, cells).set_index("stage")
+    assert ft.loc["Analysed", "control"] == "6"
+
+
+def test_not_identified_and_effect_table():
+    """A boundary zero-inflation term (SE in the millions, interval 0 to inf) reads "not
+    identified"; the intervention row of each model is in the effect table with its plain
+    title and configured name."""
+    config = {**CONFIG, "models": [{"name": "nb", "kind": "negbin"}, {"name": "z", "kind": "zinb"}]}
+    est = pd.DataFrame(
+        [
+            {"model": "z", "term": "arm[T.intervention]", "estimate": -1.2, "std_error": 0.13,
+             "robust": False, "p_value": 1e-20, "exp_estimate": 0.3, "exp_conf_low": 0.234,
+             "exp_conf_high": 0.384, "n_participants": 300, "n_events": 630, "converged": True},
+            {"model": "z", "term": "zero_Intercept", "estimate": -30.05, "std_error": 1372956.2,
+             "robust": False, "p_value": 0.99998, "exp_estimate": 8.9e-14, "exp_conf_low": 0.0,
+             "exp_conf_high": np.inf, "n_participants": 300, "n_events": 630, "converged": True},
+            {"model": "nb", "term": "arm[T.intervention]", "estimate": np.nan, "std_error": np.nan,
+             "robust": False, "p_value": np.nan, "exp_estimate": np.nan, "exp_conf_low": np.nan,
+             "exp_conf_high": np.nan, "n_participants": 300, "n_events": 630, "converged": False,
+             "message": "did not converge"},
+        ]
+    )  # fmt: skip
+    assert tables.identified(est.iloc[0]) and not tables.identified(est.iloc[1])
+    mt = tables.model_table(est, 5, entries=tables.model_entries(config)).set_index("term")
+    assert mt.loc["zero_Intercept", "estimate (log)"] == "not identified"
+    assert mt.loc["zero_Intercept", "SE"] == "" and mt.loc["zero_Intercept", "ratio (95% CI)"] == ""
+    assert mt.loc["arm[T.intervention]", "ratio (95% CI)"].iloc[0] == "0.30 (0.23–0.38)"
+    assert tables.is_nuisance("zero_Intercept") and tables.is_nuisance("C(week)[T.2]")
+    assert not tables.is_nuisance("arm[T.intervention]")
+    et = tables.effect_table(est, config, tables.model_entries(config)).set_index("internal name")
+    assert et.loc["z", "model"] == "Zero-inflated negative binomial"
+    assert et.loc["z", "estimate (95% CI)"] == "0.30 (0.23–0.38)" and et.loc["z", "p"] == "<0.001"
+    assert et.loc["nb", "status"] == "not estimable: did not converge"
+    html_page = render.table_html(et.reset_index(), "c", fine_print={"model": "internal name"})
+    assert "Zero-inflated negative binomial<br/><small>z</small>" in html_page
+    assert "<th>internal name</th>" not in html_page
+
+
+def test_source_line_names_the_file_and_its_manifest_hash(tmp_path):
+    import hashlib
+
+    from recurstudy import provenance
+
+    (tmp_path / "results").mkdir()
+    f = tmp_path / "results" / "rates.csv"
+    f.write_bytes(b"quantity,arm\nrate,control\n")
+    line = render.source_html("results/rates.csv", tmp_path)
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert digest == provenance.sha256_file(f)
+    assert f"<code>results/rates.csv</code> SHA-256 <code>{digest}</code>" in line
+    assert "missing" in render.source_html(["results/nope.csv"], tmp_path)
+    table = render.table_html(pd.DataFrame({"a": [1]}), "cap", source=["results/rates.csv"],
+                              run_dir=tmp_path)  # fmt: skip
+    assert table.endswith(line) and "rs-source" in table
+
+
+def test_rounding_for_reading():
+    df = pd.DataFrame(
+        {"replicates": [500.0, np.nan], "power": [0.99412, 1.0], "p_value": [1e-9, 0.5]}
+    )
+    out = tables.format_frame(df, 2)
+    assert list(out["replicates"]) == ["500", ""]
+    assert list(out["power"]) == ["0.99", "1.00"] and list(out["p_value"]) == ["<0.001", "0.500"]
+    assert disclosure.coarse_share(35, 300, 5) == "12%"
+    assert disclosure.coarse_share(1, 12, 5) == "<5 of 12"
+    assert disclosure.coarse_share(10, 12, 5) == ">7 of 12"  # 2 who did not: also a small group
+    assert np.isnan(disclosure.kanon_range([1, 2, 3], 5)[0])
