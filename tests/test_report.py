@@ -22,8 +22,8 @@ from scipy import stats
 
 from recurstudy.config import load_config, study_text
 from recurstudy.models import get_model
-from recurstudy.report import disclosure, figures, render, tables, text
 from recurstudy.rates import rate_summary
+from recurstudy.report import disclosure, figures, render, tables, text
 from recurstudy.report.disclosure import SUPPRESSED
 
 REPO = Path(__file__).resolve().parents[1]
