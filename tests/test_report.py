@@ -1035,3 +1035,68 @@ def test_rounding_for_reading():
     assert disclosure.coarse_share(1, 12, 5) == "<5 of 12"
     assert disclosure.coarse_share(10, 12, 5) == ">7 of 12"  # 2 who did not: also a small group
     assert np.isnan(disclosure.kanon_range([1, 2, 3], 5)[0])
+
+
+TINY_CONTROL = ["P0128", "P0055", "P0058", "P0017", "P0031", "P0046"]  # 3 events, 1 withdrawal
+TINY_INTERVENTION = ["P0003", "P0005", "P0006", "P0012", "P0014", "P0019"]  # 12 events
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> Path:
+    """The workflow on 12 demo participants (6 per arm; 3 control events, one control
+    withdrawal), no pain-score table, a small power run, sites and bootstrap off."""
+    run = tmp_path_factory.mktemp("tiny_run")
+    (run / "cohort").mkdir()
+    keep = TINY_CONTROL + TINY_INTERVENTION
+    people = pd.read_csv(REPO / "data/demo/participants.csv", dtype=str)
+    people[people["participant_id"].isin(keep)].to_csv(run / "cohort/participants.csv", index=False)
+    eps = pd.read_csv(REPO / "data/demo/episodes.csv", dtype=str)
+    eps[eps["participant_id"].isin(keep)].to_csv(run / "cohort/episodes.csv", index=False)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["data"] = {"participants": "cohort/participants.csv", "episodes": "cohort/episodes.csv"}
+    config["adjust_for"] = []
+    config["models"] = [
+        {"name": "km_first_episode", "kind": "kaplan_meier"},
+        {"name": "cox_first_episode", "kind": "cox"},
+        {"name": "poisson_rate", "kind": "poisson"},
+        {"name": "negbin_rate", "kind": "negbin"},
+    ]
+    config["claims"] = [c for c in config["claims"] if c["id"] == "episodes_68"]
+    config["power"] = {"replicates": 10, "chunk_size": 10, "seed": 7, "alpha": 0.05,
+                       "mde_grid": [0.3, 0.6], "grid_replicates": 10}  # fmt: skip
+    config["sites"] = {"enabled": False}
+    config["bootstrap"] = {"replicates": 0}
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = run_workflow(run)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return run
+
+
+def test_tiny_cohort_workflow_discloses_nothing(tiny_report):
+    """Through the workflow, on 12 participants: the control arm's 3 events appear nowhere, the
+    dropout is not 1/12, no follow-up percentile is printed, the pain section says why it is
+    empty, and every table names its source file with the manifest's hash."""
+    import json as _json
+
+    page = (tiny_report / "reports/report.html").read_text(encoding="utf-8")
+    body = _strip_data_uris(page)
+    rates = pd.read_csv(tiny_report / "results/rates.csv")
+    assert (
+        int(rates[(rates["quantity"] == "rate") & (rates["arm"] == "control")]["events"].iloc[0])
+        == 3
+    )
+    seen = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+    assert not re.search(r"\b(3|12|15) pain episodes\b", seen)
+    assert "&lt;5 pain episodes" in seen or "<5 pain episodes" in seen
+    assert "0.0833" not in seen and "&lt;5 of 12" in seen
+    assert "followup_percentiles" not in seen
+    assert "No pain-score table was given" in seen
+    manifest = _json.loads((tiny_report / "reports/manifest.json").read_text())
+    hashes = {e["path"]: e["sha256"] for e in manifest.get("outputs", []) if isinstance(e, dict)}
+    for path in ("results/rates.csv", "results/estimates.csv", "results/claims.csv"):
+        digest = re.search(rf"<code>{re.escape(path)}</code> SHA-256 <code>([0-9a-f]{{64}})", body)
+        assert digest, path
+        if path in hashes:
+            assert digest.group(1) == hashes[path]
+    models = pd.read_csv(tiny_report / "reports/tables/models.csv", dtype=str)
+    assert set(models["events"]) == {SUPPRESSED}
