@@ -494,19 +494,27 @@ def flow_table(
     return pd.DataFrame(rows)
 
 
-def record_flow_table(flow: Mapping[str, Any], min_cell: int = 5) -> pd.DataFrame:
-    """Rows of the episode and pain-score tables received, excluded and analysed."""
+def record_flow_table(
+    flow: Mapping[str, Any], min_cell: int = 5, cells: CohortCells | None = None
+) -> pd.DataFrame:
+    """Rows of the episode and pain-score tables received, excluded and analysed. When the
+    report-wide plan `cells` hides the total event count, the episode rows are hidden too (the
+    analysed episodes are that total)."""
     rows = []
+    hide_episodes = cells is not None and cells.hidden(("events", "total"))
     for table, label in (("episodes", "Episodes"), ("pain_scores", "Pain scores")):
         t = flow.get(table)
         if not t or not t.get("received"):
             continue
+        hide = hide_episodes and table == "episodes"
         rows.append(
             {
                 "table": label,
-                "received": str(t["received"]),
-                "excluded": fmt_count(t["excluded"], min_cell, suppress_zero=False),
-                "analysed": str(t["analysed"]),
+                "received": SUPPRESSED if hide else str(t["received"]),
+                "excluded": (
+                    SUPPRESSED if hide else fmt_count(t["excluded"], min_cell, suppress_zero=False)
+                ),
+                "analysed": SUPPRESSED if hide else str(t["analysed"]),
             }
         )
     return pd.DataFrame(rows, columns=["table", "received", "excluded", "analysed"])

@@ -464,9 +464,24 @@ def multiplicity_rule(config: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------ captions
 
 
+def small_cohort_line(config: Mapping[str, Any], what: str) -> str:
+    """The one line that replaces a figure a small cohort cannot show (`what`: "Kaplan-Meier
+    curves"): its steps would give the suppressed event counts back."""
+    words = event_words(config)
+    min_cell = int(config.get("min_cell", 5))
+    return (
+        f"{md_text(what)} not shown: an arm has fewer than {min_cell} {md_text(words['events'])}, "
+        "and the steps of the curves would give the suppressed counts back."
+    )
+
+
 def rates_caption(config: Mapping[str, Any]) -> str:
-    """Caption of the rates table, e.g. ``Exacerbations per 100 participant-months ...``."""
-    return f"{event_words(config)['Events']} per 100 participant-months (exact Poisson 95% CI)"
+    """Caption of the rates table, e.g. ``Exacerbations and time at risk by arm ...``."""
+    return (
+        f"{event_words(config)['Events']} and time at risk by arm; rates per 100 "
+        "participant-months and per participant-year, rate ratio and rate difference (95% CI: "
+        "Wald, participant-level robust standard errors)"
+    )
 
 
 def km_caption(config: Mapping[str, Any], model_title: str, min_cell: int) -> str:
