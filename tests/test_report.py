@@ -590,7 +590,7 @@ def test_study_words_everywhere():
     assert "exacerbations" in _visible(
         text.rates_sentences(rate_summary(counts, EXACERBATION), EXACERBATION)
     )
-    assert text.rates_caption(EXACERBATION).startswith("Exacerbations per 100")
+    assert text.rates_caption(EXACERBATION).startswith("Exacerbations and time at risk")
     survival = pd.DataFrame(
         {
             "arm": ["control", "intervention"],

@@ -408,7 +408,9 @@ def convergence_table(
 
 
 # Float columns that hold whole numbers (a column with a missing value is read as float).
-INTEGER_COLUMN = re.compile(r"replicates|^n$|^n_|_n$|count|events|participants|seed|chunk|week|^k$")
+INTEGER_COLUMN = re.compile(
+    r"replicates|^n$|^n_|_n$|count|events|participants|seed|chunk|week|^k$|^df$|_df$"
+)
 
 
 def format_frame(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
