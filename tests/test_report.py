@@ -716,19 +716,19 @@ def test_report_outputs(demo_report):
     page = (reports / "report.html").read_text(encoding="utf-8")
     heads = re.findall(r"<h2[^>]*>(.*?)<", page)
     order = [
-        "Claims",
+        "The answer",
         "Participant flow",
         "Baseline",
         "Episode rates",
         "Time to first",
         "mean cumulative",
         "Intervention effect",
-        "Model tables",
+        "Model diagnostics",
         "Pain",
         "Power",
         "Methods",
         "Provenance",
-        "Appendix",
+        "Statistical appendix",
     ]
     assert len(heads) == len(order)
     for h, key in zip(heads, order, strict=True):
@@ -743,7 +743,14 @@ def test_report_outputs(demo_report):
     # every model of the run is in the model table, failed or not
     models = pd.read_csv(reports / "tables/models.csv")
     est = pd.read_csv(demo_report / "results/estimates.csv")
-    assert set(models["model"]) == set(est["model"])
+    assert set(models["internal name"]) == set(est["model"])
+    # the first screen: each claim's sentence and the rates per arm, from results/rates.csv
+    seen = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", _strip_data_uris(page)))
+    first = seen[seen.index("The answer") : seen.index("Participant flow")]
+    assert "Primary claim (episodes_68)" in first and "Verdict: supported" in first
+    assert "per 100 participant-months" in first and "per participant-year" in first
+    assert "prevented per 100 participant-years" in first
+    assert re.search(r"Source: results/rates\.csv SHA-256 [0-9a-f]{64}", first)
 
 
 def test_report_is_deterministic(demo_report, tmp_path):
@@ -819,8 +826,9 @@ def test_custom_study_words_and_escaping(custom_study):
     heads = [_page_text(h).strip() for h in re.findall(r"<h2[^>]*>(.*?)<", page)]
     assert "4. Exacerbation rates" in heads and "5. Time to first exacerbation" in heads
     assert "6. Recurrent exacerbations: mean cumulative function" in heads
-    assert "Exacerbations per 100 participant-months" in seen
-    assert "They had" in seen and " exacerbations over " in seen
+    assert "Exacerbations and time at risk by arm" in seen
+    assert "Exacerbations and rates by arm" in seen and " exacerbations over " in seen
+    assert "exacerbations prevented per 100 participant-years" in seen
     assert "pain episode" not in seen.lower()
     # the notebook's Markdown outputs carry no live link or image syntax either
     nb = nbformat.read(reports / "report.ipynb", as_version=4)
