@@ -750,7 +750,7 @@ def test_report_outputs(demo_report):
     assert "Primary claim (episodes_68)" in first and "Verdict: supported" in first
     assert "per 100 participant-months" in first and "per participant-year" in first
     assert "prevented per 100 participant-years" in first
-    assert re.search(r"Source: results/rates\.csv SHA-256 [0-9a-f]{64}", first)
+    assert re.search(r"Source: .*results/rates\.csv SHA-256 [0-9a-f]{64}", first)
 
 
 def test_report_is_deterministic(demo_report, tmp_path):
@@ -1108,3 +1108,12 @@ def test_tiny_cohort_workflow_discloses_nothing(tiny_report):
             assert digest.group(1) == hashes[path]
     models = pd.read_csv(tiny_report / "reports/tables/models.csv", dtype=str)
     assert set(models["events"]) == {SUPPRESSED}
+
+
+def test_wide_tables_are_split_not_scrolled():
+    df = pd.DataFrame([{f"col_{i}": i for i in range(20)}])
+    assert render.column_chunks(list(df.columns), 12)[1][:2] == ["col_0", "col_1"]
+    page = render.table_html(df, "wide")
+    assert page.count("<table") == 2  # 2 key columns + 10, then the 2 keys + the other 8
+    assert "<th>col 19</th>" in page  # column names read as words and can wrap
+    assert all(len(re.findall("<th>", t)) <= 12 for t in page.split("</table>"))

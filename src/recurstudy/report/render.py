@@ -42,7 +42,9 @@ body.jp-Notebook { max-width: 70rem; margin: 0 auto; padding: 1rem 2rem; }
   text-align: left; padding: 0.15rem 0.4rem; vertical-align: top;
   overflow-wrap: break-word; word-break: normal; white-space: normal; min-width: 3.5em; }
 .jp-OutputArea-output table.rs-table td code { overflow-wrap: anywhere; }
+.jp-OutputArea-output table.rs-table th { overflow-wrap: anywhere; }
 .jp-OutputArea-output table.rs-appendix { font-size: 0.72rem; }
+.jp-OutputArea-output table.rs-appendix td { overflow-wrap: anywhere; }
 .rs-table small, .rs-source { font-size: 0.72rem; color: #555; }
 .rs-source code { font-size: 0.68rem; overflow-wrap: anywhere; }
 .rs-figure img { max-width: 100%; height: auto; }
@@ -209,25 +211,49 @@ def table_html(
     if df is None or df.empty:
         body = "<p><em>Nothing to show.</em></p>"
     else:
-        cols = [c for c in df.columns if c not in fine.values()]
+        shown = [c for c in df.columns if c not in fine.values()]
         cls = "rs-table rs-appendix" if appendix else "rs-table"
-        head = "".join(f"<th>{html_text(c)}</th>" for c in cols)
-        lines = []
-        for rec in df.to_dict("records"):
-            cells = []
-            for c in cols:
-                v = rec[c]
-                text = "" if v is None or (isinstance(v, float) and v != v) else html_text(v)
-                if c in fine and str(rec.get(fine[c], "")):
-                    text += f"<br/><small>{html_text(rec[fine[c]])}</small>"
-                cells.append(f"<td>{text}</td>")
-            lines.append("<tr>" + "".join(cells) + "</tr>")
-        body = (
-            f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>'
-            + "".join(lines)
-            + "</tbody></table>"
+        body = "".join(
+            _table_body(df, cols, fine, cls) for cols in column_chunks(shown, MAX_COLUMNS)
         )
     cap = f"<p class='rs-caption'><strong>{html_text(caption)}</strong></p>" if caption else ""
     foot = f"<p class='rs-note'>{html_text(note)}</p>" if note else ""
     src = source_html(source, run_dir) if source is not None else ""
     return cap + body + foot + src
+
+
+# A table wider than this is shown as several tables (the first KEY_COLUMNS repeated in each),
+# so that nothing scrolls sideways at 1280 px.
+MAX_COLUMNS = 12
+KEY_COLUMNS = 2
+
+
+def column_chunks(cols: list, width: int = MAX_COLUMNS, keys: int = KEY_COLUMNS) -> list[list]:
+    """`cols` split into groups of at most `width`, each starting with the first `keys`
+    columns (which identify the row); one group when the table is narrow enough."""
+    if len(cols) <= width:
+        return [list(cols)]
+    head, rest = list(cols[:keys]), list(cols[keys:])
+    step = max(width - keys, 1)
+    return [head + rest[i : i + step] for i in range(0, len(rest), step)]
+
+
+def _table_body(df: pd.DataFrame, cols: list, fine: Mapping[str, str], cls: str) -> str:
+    """One escaped ``<table>`` of `cols` (fine print merged as in :func:`table_html`)."""
+    # column names as words: "p_value" reads "p value" and can wrap at 1280 px
+    head = "".join(f"<th>{html_text(str(c).replace('_', ' '))}</th>" for c in cols)
+    lines = []
+    for rec in df.to_dict("records"):
+        cells = []
+        for c in cols:
+            v = rec[c]
+            text = "" if v is None or (isinstance(v, float) and v != v) else html_text(v)
+            if c in fine and str(rec.get(fine[c], "")):
+                text += f"<br/><small>{html_text(rec[fine[c]])}</small>"
+            cells.append(f"<td>{text}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(lines)
+        + "</tbody></table>"
+    )
