@@ -1045,20 +1045,34 @@ def test_rounding_for_reading():
     assert np.isnan(disclosure.kanon_range([1, 2, 3], 5)[0])
 
 
-TINY_CONTROL = ["P0128", "P0055", "P0058", "P0017", "P0031", "P0046"]  # 3 events, 1 withdrawal
-TINY_INTERVENTION = ["P0003", "P0005", "P0006", "P0012", "P0014", "P0019"]  # 12 events
+def tiny_selection(people: pd.DataFrame, episodes: pd.DataFrame) -> tuple[list, list]:
+    """12 demo participants: 6 control (one who ended follow-up early, at most 3 events in all)
+    and 6 intervention who completed with at least one event each."""
+    k = episodes.groupby("participant_id").size()
+    people = people.assign(k=people["participant_id"].map(k).fillna(0).astype(int))
+    people = people.sort_values("participant_id")
+    ctrl = people[people["arm"] == "control"]
+    done = ctrl["end_reason"] == "completed"
+    early = ctrl[~done & (ctrl["k"] <= 1)].head(1)
+    rest = pd.concat([ctrl[done & (ctrl["k"] == 0)].head(3), ctrl[done & (ctrl["k"] == 1)].head(2)])
+    treated = people[(people["arm"] == "intervention") & (people["end_reason"] == "completed")]
+    control = list(early["participant_id"]) + list(rest["participant_id"])
+    return control, list(treated[treated["k"] >= 1]["participant_id"].head(6))
 
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory) -> Path:
-    """The workflow on 12 demo participants (6 per arm; 3 control events, one control
-    withdrawal), no pain-score table, a small power run, sites and bootstrap off."""
+    """The workflow on 12 demo participants (6 per arm; at most 3 control events, one control
+    participant who ended follow-up early), no pain-score table, a small power run, sites and
+    bootstrap off."""
     run = tmp_path_factory.mktemp("tiny_run")
     (run / "cohort").mkdir()
-    keep = TINY_CONTROL + TINY_INTERVENTION
     people = pd.read_csv(REPO / "data/demo/participants.csv", dtype=str)
-    people[people["participant_id"].isin(keep)].to_csv(run / "cohort/participants.csv", index=False)
     eps = pd.read_csv(REPO / "data/demo/episodes.csv", dtype=str)
+    control, treated = tiny_selection(people, eps)
+    assert len(control) == 6 and len(treated) == 6
+    keep = control + treated
+    people[people["participant_id"].isin(keep)].to_csv(run / "cohort/participants.csv", index=False)
     eps[eps["participant_id"].isin(keep)].to_csv(run / "cohort/episodes.csv", index=False)
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config["data"] = {"participants": "cohort/participants.csv", "episodes": "cohort/episodes.csv"}
@@ -1089,14 +1103,14 @@ def test_tiny_cohort_workflow_discloses_nothing(tiny_report):
     page = (tiny_report / "reports/report.html").read_text(encoding="utf-8")
     body = _strip_data_uris(page)
     rates = pd.read_csv(tiny_report / "results/rates.csv")
-    assert (
-        int(rates[(rates["quantity"] == "rate") & (rates["arm"] == "control")]["events"].iloc[0])
-        == 3
-    )
+    per = rates[rates["quantity"] == "rate"].drop_duplicates("arm").set_index("arm")["events"]
+    assert 0 < per["control"] < 5 <= per["intervention"]
     seen = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
-    assert not re.search(r"\b(3|12|15) pain episodes\b", seen)
+    for k in (per["control"], per["intervention"], per.sum()):
+        assert not re.search(rf"\b{int(k)} pain episodes\b", seen), k
     assert "&lt;5 pain episodes" in seen or "<5 pain episodes" in seen
-    assert "0.0833" not in seen and "&lt;5 of 12" in seen
+    assert "0.0833" not in seen and "0.083" not in seen
+    assert re.search(r"ended follow-up early (&lt;5 of 12|&gt;7 of 12|\d+%)", seen)
     assert "followup_percentiles" not in seen
     assert "No pain-score table was given" in seen
     manifest = _json.loads((tiny_report / "reports/manifest.json").read_text())
