@@ -31,12 +31,12 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "validate": ("data", "arms", "covariates", "adjust_for", "on_invalid"),
     "derive": ("arms", "covariates", "exclude_episode_time", "washout_days"),
     "power_design": ("arms",),
-    "rates": ("arms",),
     "claims": ("arms", "claims", "multiplicity", "models", "adjust_for", "covariates"),
     "sensitivity": ("arms", "design", "adjust_for", "covariates", "models"),
     "report": ("*",),
 }
 STAGE_KEYS["plan"] = (*PLAN_KEYS, "plan")  # what defines the analysis, and the plan file
+STAGE_KEYS["rates"] = ("arms",)  # recurstudy.rates reads counts.parquet by arm
 
 
 class Settings(dict):
