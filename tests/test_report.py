@@ -6,6 +6,7 @@ The `demo_report` fixture (session scope, in conftest.py, shared by every test f
 whole workflow once on the demo cohort into a temporary run directory, with a small power run.
 """
 
+import math
 import re
 import shutil
 import sys
@@ -21,6 +22,7 @@ from scipy import stats
 
 from recurstudy.config import load_config, study_text
 from recurstudy.models import get_model
+from recurstudy.rates import rate_summary
 from recurstudy.report import disclosure, figures, render, tables, text
 from recurstudy.report.disclosure import SUPPRESSED
 
@@ -203,7 +205,77 @@ def test_table1_small_arm_and_zero_cells():
     assert f["intervention (N=20)"] == "<5"
 
 
-def test_rates_per_100_participant_months():
+def _hand_counts() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "participant_id": [f"P{i}" for i in range(6)],
+            "arm": ["control"] * 3 + ["intervention"] * 3,
+            "n_episodes": [0, 2, 4, 1, 1, 1],
+            "exposure_days": [100.0, 100.0, 200.0, 100.0, 200.0, 100.0],
+        }
+    )
+
+
+def test_rate_summary_by_hand():
+    """Per-arm rates, ratio and difference against a hand calculation of the HC0 sandwich."""
+    r = rate_summary(_hand_counts(), CONFIG).set_index(["quantity", "arm", "unit"])
+    # control: 6 events over 400 days; residuals y - r t = -1.5, 0.5, 1.0 (sum of squares 3.5)
+    r0, se0 = 6 / 400, math.sqrt(3.5) / 6
+    # intervention: 3 events over 400 days; residuals 0.25, -0.5, 0.25 (sum of squares 0.375)
+    r1, se1 = 3 / 400, math.sqrt(0.375) / 3
+    z = stats.norm.ppf(0.975)
+    month = r.loc[("rate", "control", "per 100 participant-months")]
+    assert month["estimate"] == pytest.approx(r0 * 100 * 365.25 / 12, rel=1e-12)
+    assert month["conf_low"] == pytest.approx(month["estimate"] * math.exp(-z * se0), rel=1e-12)
+    assert month["events"] == 6 and month["participants"] == 3
+    year = r.loc[("rate", "intervention", "per participant-year")]
+    assert year["estimate"] == pytest.approx(r1 * 365.25, rel=1e-12)
+    assert year["conf_high"] == pytest.approx(r1 * 365.25 * math.exp(z * se1), rel=1e-12)
+    rr = r.xs("rate_ratio", level="quantity").iloc[0]
+    assert rr["estimate"] == pytest.approx(0.5, rel=1e-12)
+    assert rr["std_error"] == pytest.approx(math.hypot(se0, se1), rel=1e-12)
+    rd = r.xs("rate_difference", level="quantity").iloc[0]
+    per = 100 * 365.25
+    assert rd["estimate"] == pytest.approx((r1 - r0) * per, rel=1e-12)  # -273.94 per 100 p-y
+    sd = per / 400 * math.sqrt(3.5 + 0.375)  # delta method: Var(r) = sum(y - r t)^2 / T^2
+    assert rd["std_error"] == pytest.approx(sd, rel=1e-12)
+    assert rd["conf_low"] == pytest.approx((r1 - r0) * per - z * sd, rel=1e-12)
+
+
+def test_rate_ratio_equals_poisson_model_with_hc0():
+    """The rate ratio and its SE are those of the poisson model (HC0 sandwich), an independent
+    code path (statsmodels GLM), on overdispersed simulated data."""
+    rng = np.random.default_rng(3)
+    n = 400
+    arm = np.repeat(["control", "intervention"], n // 2)
+    t = rng.integers(30, 365, n).astype(float)
+    mu = t * np.where(arm == "control", 0.02, 0.012) * rng.gamma(2.0, 0.5, n)
+    counts = pd.DataFrame(
+        {"participant_id": [f"P{i}" for i in range(n)], "arm": arm, "n_episodes": rng.poisson(mu),
+         "exposure_days": t}
+    )  # fmt: skip
+    from recurstudy.models import ModelSpec
+
+    fit = get_model("poisson").fit(ModelSpec("p", "poisson"), counts=counts)
+    row = fit.table.set_index("term").loc["arm[T.intervention]"]
+    rr = rate_summary(counts, CONFIG).set_index("quantity").loc["rate_ratio"]
+    assert bool(row["robust"])
+    assert rr["estimate"] == pytest.approx(row["exp_estimate"], rel=1e-6)
+    assert rr["std_error"] == pytest.approx(row["std_error"], rel=1e-6)
+
+
+def test_rate_summary_no_events_in_an_arm():
+    counts = _hand_counts()
+    counts.loc[counts["arm"] == "intervention", "n_episodes"] = 0
+    r = rate_summary(counts, CONFIG).set_index("quantity")
+    assert np.isnan(r.loc["rate_ratio", "conf_low"]) and np.isnan(
+        r.loc["rate_difference", "conf_low"]
+    )
+    md = _visible(text.rates_sentences(r.reset_index(), CONFIG))
+    assert "not estimable" in md
+
+
+def test_rates_table_and_first_screen():
     counts = pd.DataFrame(
         {
             "arm": ["control"] * 10 + ["intervention"] * 10,
@@ -211,21 +283,41 @@ def test_rates_per_100_participant_months():
             "exposure_days": [tables.DAYS_PER_MONTH * 10] * 20,  # 10 participant-months each
         }
     )
-    t = tables.rates_table(counts, CONFIG).set_index("arm")
+    rates = rate_summary(counts, CONFIG)
+    t = tables.rates_table(rates, CONFIG).set_index("")
     assert t.loc["control", "episodes"] == "30"
     assert t.loc["control", "participant-months"] == "100"
-    assert t.loc["control", "episodes per 100 participant-months"] == "30.0"
-    lo = stats.chi2.ppf(0.025, 60) / 2
-    hi = stats.chi2.ppf(0.975, 62) / 2
-    assert t.loc["control", "95% CI"] == f"{lo:.1f}–{hi:.1f}"
-    assert t.loc["Overall", "episodes per 100 participant-months"] == "20.0"
-    # a small episode count hides its rate and, secondarily, another arm's
-    counts.loc[counts["arm"] == "intervention", "n_episodes"] = [1, 1, 1] + [0] * 7
-    t = tables.rates_table(counts, CONFIG).set_index("arm")
-    assert t.loc["intervention", "episodes"] == "<5"
-    assert t.loc["intervention", "episodes per 100 participant-months"] == SUPPRESSED
-    hidden = [t.loc[a, "episodes"] in ("<5", SUPPRESSED) for a in t.index]
-    assert sum(hidden) >= 2
+    # 30 events in 100 participant-months; every participant has y - r t = 0: SE 0
+    assert t.loc["control", "per 100 participant-months (95% CI)"] == "30.0 (30.0–30.0)"
+    assert t.loc["intervention", "per participant-year (95% CI)"].startswith("1.20")
+    assert t.loc["rate ratio, intervention vs control", "per 100 participant-months (95% CI)"] == (
+        "0.33 (0.33–0.33)"
+    )
+    claims = pd.DataFrame(
+        [
+            {"claim_id": "c1", "statement": "cut episodes by half", "model": "nb", "primary": True,
+             "claimed": 0.5, "estimate": 0.6, "conf_low": 0.4, "conf_high": 0.7,
+             "verdict": "supported", "reason": "the 90% interval lies within"}
+        ]
+    )  # fmt: skip
+    agreement = pd.DataFrame(
+        {"claim_id": ["c1", "c1"], "model": ["ag", "ag_adjusted"], "agrees": [True, False],
+         "title": ["Andersen-Gill (all episodes)"] * 2}
+    )  # fmt: skip
+    md = text.first_screen(
+        claims, rates, CONFIG, agreement=agreement, strategies={"c1": "STRATEGY SENTENCE."}
+    )
+    seen = _visible(md)
+    assert "Primary claim (c1)" in seen and "reduced by 50%" in seen
+    assert "60% reduction (95% CI 40% to 70%)" in seen
+    assert "Verdict: supported, because the 90% interval lies within" in seen
+    assert "STRATEGY SENTENCE." in seen
+    assert "1 of 2 sensitivity models agree" in seen
+    assert "not: Andersen-Gill (all episodes), adjusted" in seen
+    assert "30.0 per 100 participant-months" in seen and "per participant-year" in seen
+    assert "Rate ratio, intervention vs control: 0.33" in seen
+    assert "240.0 episodes prevented per 100 participant-years" in seen  # (3.6-1.2)*100
+    assert "Not pre-specified" in seen
 
 
 def _flow(excluded_c=2, excluded_i=7):
@@ -288,10 +380,12 @@ def test_methods_paragraph_from_config():
         d = get_model(kind).describe()
         for piece in (d.title, d.estimand, d.r_call, d.reference):
             assert piece and " ".join(piece.split()) in seen, (kind, piece)
-    assert "ag: formula ~ arm, robust (sandwich) standard errors" in seen
-    assert "ag_adjusted: formula ~ arm + age" in seen
-    assert "nb: formula ~ arm, model-based standard errors" in seen
-    assert "km: formula ~ arm" in seen and "km: formula ~ arm," not in seen  # no effect, no SE
+    assert "ag: formula ~ arm, ag_adjusted: formula ~ arm + age" in seen
+    assert "Variance: robust (sandwich), clustered on participant" in seen  # ag: robust
+    assert "Variance: model-based (inverse information)" in seen  # nb
+    assert "Risk set and exposure: each analysed participant at risk from enrolment" in seen
+    assert "over their time at risk" in seen  # the count model's exposure
+    assert "Interval: Wald 95% on the log-ratio scale, exponentiated" in seen
     assert "hazard ratios and rate ratios" in seen  # the measures the models declare
     assert "99 simulated replicates" in seen and "seed 7" in seen
     assert "fewer than 5 participants" in seen
@@ -441,8 +535,10 @@ def test_model_description_drives_forest_and_sections(tmp_path):
         assert [c for c, _ in diag] == ["Odds demo model: Calibration of the demo"]
         cal = diag[0][1]
         assert list(cal["model"]) == ["odds", "odds", "odds_adjusted", "odds_adjusted"]
-        assert list(cal["n"]) == ["<5", "12"] * 2  # a count below min_cell is suppressed
-        assert list(cal["events"]) == ["<5", "9"] * 2  # ... a zero as well
+        # a count below min_cell is suppressed, and the other row of the column too (with the
+        # model's total participants, printed elsewhere, it would give the first back)
+        assert list(cal["n"]) == ["<5", SUPPRESSED] * 2
+        assert list(cal["events"]) == ["<5", SUPPRESSED] * 2  # ... a zero as well
         assert list(cal["n_dropped"]) == ["0", "0"] * 2  # nobody dropped identifies nobody
         assert list(cal["brier"]) == ["0.123", "0.200"] * 2
         appendix = tables.section_extras(models, entries, "appendix", 5)
@@ -489,9 +585,12 @@ def test_study_words_everywhere():
             "exposure_days": [300.0] * 20,
         }
     )
-    rates = tables.rates_table(counts, EXACERBATION)
-    assert "exacerbations per 100 participant-months" in rates.columns
-    assert text.rates_caption(EXACERBATION).startswith("Exacerbations per 100")
+    rates = tables.rates_table(rate_summary(counts, EXACERBATION), EXACERBATION)
+    assert "exacerbations" in rates.columns
+    assert "exacerbations" in _visible(
+        text.rates_sentences(rate_summary(counts, EXACERBATION), EXACERBATION)
+    )
+    assert text.rates_caption(EXACERBATION).startswith("Exacerbations and time at risk")
     survival = pd.DataFrame(
         {
             "arm": ["control", "intervention"],
@@ -556,6 +655,9 @@ def test_text_from_config_is_escaped():
     for md in (
         text.title_markdown(config),
         text.summary_paragraph(flow, claims, counts, config),
+        text.first_screen(
+            claims, rate_summary(counts, config), config, strategies={"c1": f"strategy {HOSTILE}"}
+        ),
         text.methods_paragraph(config),
     ):
         page = markdown2html(md)
@@ -566,7 +668,7 @@ def test_text_from_config_is_escaped():
     for df in (
         tables.table1(people, config),
         tables.flow_table(flow),
-        tables.rates_table(counts, config),
+        tables.rates_table(rate_summary(counts, config), config),
     ):
         _assert_inert(render.table_html(df, f"caption {HOSTILE}", f"note {HOSTILE}"))
     _assert_inert(figures.img_html(b"png", HOSTILE, HOSTILE))
@@ -614,19 +716,19 @@ def test_report_outputs(demo_report):
     page = (reports / "report.html").read_text(encoding="utf-8")
     heads = re.findall(r"<h2[^>]*>(.*?)<", page)
     order = [
-        "Claims",
+        "The answer",
         "Participant flow",
         "Baseline",
         "Episode rates",
         "Time to first",
         "mean cumulative",
         "Intervention effect",
-        "Model tables",
+        "Model diagnostics",
         "Pain",
         "Power",
         "Methods",
         "Provenance",
-        "Appendix",
+        "Statistical appendix",
     ]
     assert len(heads) == len(order)
     for h, key in zip(heads, order, strict=True):
@@ -641,7 +743,14 @@ def test_report_outputs(demo_report):
     # every model of the run is in the model table, failed or not
     models = pd.read_csv(reports / "tables/models.csv")
     est = pd.read_csv(demo_report / "results/estimates.csv")
-    assert set(models["model"]) == set(est["model"])
+    assert set(models["internal name"]) == set(est["model"])
+    # the first screen: each claim's sentence and the rates per arm, from results/rates.csv
+    seen = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", _strip_data_uris(page)))
+    first = seen[seen.index("The answer") : seen.index("Participant flow")]
+    assert "Primary claim (episodes_68)" in first and "Verdict: supported" in first
+    assert "per 100 participant-months" in first and "per participant-year" in first
+    assert "prevented per 100 participant-years" in first
+    assert re.search(r"Source: .*results/rates\.csv SHA-256 [0-9a-f]{64}", first)
 
 
 def test_report_is_deterministic(demo_report, tmp_path):
@@ -717,8 +826,9 @@ def test_custom_study_words_and_escaping(custom_study):
     heads = [_page_text(h).strip() for h in re.findall(r"<h2[^>]*>(.*?)<", page)]
     assert "4. Exacerbation rates" in heads and "5. Time to first exacerbation" in heads
     assert "6. Recurrent exacerbations: mean cumulative function" in heads
-    assert "Exacerbations per 100 participant-months" in seen
-    assert "They had" in seen and " exacerbations over " in seen
+    assert "Exacerbations and time at risk by arm" in seen
+    assert "Exacerbations and rates by arm" in seen and " exacerbations over " in seen
+    assert "exacerbations prevented per 100 participant-years" in seen
     assert "pain episode" not in seen.lower()
     # the notebook's Markdown outputs carry no live link or image syntax either
     nb = nbformat.read(reports / "report.ipynb", as_version=4)
@@ -757,3 +867,267 @@ def test_methods_state_the_verdict_and_multiplicity_rules():
     assert "Holm's step-down correction" in methods
     config["multiplicity"] = "fixed_sequence"
     assert "fixed sequence" in text.methods_paragraph(config)
+
+
+# ------------------------------------------------------------------ disclosure across tables
+
+
+def _tiny_cohort():
+    """12 participants (6 per arm), one control participant withdrawn at day 20, 3 control and
+    9 intervention events: the cohort of issue 12 item 5."""
+    flow = {
+        "arms": {"control": "control", "intervention": "intervention"},
+        "participants": {
+            "received": 12,
+            "received_by_arm": {"control": 6, "intervention": 6, "other": 0},
+            "excluded": 0,
+            "excluded_by_arm": {"control": 0, "intervention": 0, "other": 0},
+            "excluded_by_reason": {},
+            "analysed": 12,
+            "analysed_by_arm": {"control": 6, "intervention": 6, "other": 0},
+        },
+    }
+    days = [20, 182, 182, 182, 182, 182] + [182] * 6
+    counts = pd.DataFrame(
+        {
+            "participant_id": [f"T{i:02d}" for i in range(12)],
+            "arm": ["control"] * 6 + ["intervention"] * 6,
+            "n_episodes": [0, 1, 0, 2, 0, 0] + [1, 2, 1, 2, 1, 2],
+            "exposure_days": [float(d) for d in days],
+        }
+    )
+    people = _participants(6, 6)
+    people["followup_end"] = people["enrolled_on"] + pd.to_timedelta(days, unit="D")
+    people["end_reason"] = ["withdrawn"] + ["completed"] * 11
+    return flow, counts, people
+
+
+def test_tiny_cohort_counts_hidden_in_every_table():
+    """On a cohort of 12, the control arm's 3 events are hidden everywhere, and nothing printed
+    gives them back by subtraction: not the rates table (other arm and total hidden too), not
+    the model table (totals and rate intercepts hidden), not a medians table (both arms hidden),
+    not the first screen; the design shows no one person's follow-up or the 1/12 dropout."""
+    flow, counts, people = _tiny_cohort()
+    cells = disclosure.cohort_cells(flow["participants"], tables.events_by_role(counts, CONFIG), 5)
+    assert cells.small
+    assert all(cells.hidden(("events", r)) for r in ("control", "intervention", "total"))
+    assert cells.text(("analysed", "control")) == "6"  # 6 >= 5: shown, the same everywhere
+    rates = rate_summary(counts, CONFIG)
+    t = tables.rates_table(rates, CONFIG, cells).set_index("")
+    assert t.loc["control", "episodes"] == "<5"
+    assert t.loc["intervention", "episodes"] == SUPPRESSED
+    for arm in ("control", "intervention"):
+        assert t.loc[arm, "participant-months"] == SUPPRESSED
+        assert t.loc[arm, "per 100 participant-months (95% CI)"] == SUPPRESSED
+    assert t.loc["rate difference per 100 participant-years", "per participant-year (95% CI)"] == (
+        SUPPRESSED
+    )
+    md = _visible(text.rates_sentences(rates, CONFIG, cells))
+    assert "<5 episodes" in md and "[s] episodes" in md and "participant-months;" not in md
+    assert not re.search(r"\b(3|9|12) episodes", md)
+    summary = _visible(
+        text.summary_paragraph(
+            flow, pd.DataFrame(columns=["claim_id"]), counts, CONFIG, None, cells
+        )
+    )
+    assert "[s] episodes" in summary and "12 episodes" not in summary
+    est = pd.DataFrame(
+        [
+            {"model": "pois", "term": "Intercept", "estimate": np.log(3 / 728), "std_error": 0.5,
+             "robust": True, "p_value": 0.1, "exp_estimate": 3 / 728, "exp_conf_low": 0.001,
+             "exp_conf_high": 0.01, "n_participants": 12, "n_events": 12, "converged": True},
+            {"model": "pois", "term": "arm[T.intervention]", "estimate": 1.0, "std_error": 0.6,
+             "robust": True, "p_value": 0.1, "exp_estimate": 2.7, "exp_conf_low": 0.8,
+             "exp_conf_high": 8.0, "n_participants": 12, "n_events": 12, "converged": True},
+            {"model": "cox", "term": "arm[T.intervention]", "estimate": 1.0, "std_error": 0.6,
+             "robust": False, "p_value": 0.1, "exp_estimate": 2.7, "exp_conf_low": 0.8,
+             "exp_conf_high": 8.0, "n_participants": 12, "n_events": 8, "converged": True},
+        ]
+    )  # fmt: skip
+    mt = tables.model_table(est, 5, cells)
+    assert set(mt["events"]) == {SUPPRESSED}  # 12 - 9 = 3 otherwise
+    assert set(mt["participants"]) == {"12"}  # the analysed total, shown as in the flow table
+    intercept = mt[mt["term"] == "Intercept"].iloc[0]
+    assert intercept["estimate (log)"] == SUPPRESSED  # exp(intercept) * exposure = 3 events
+    medians = pd.DataFrame(
+        {
+            "arm": ["control", "intervention"],
+            "n": [6, 6],
+            "events": [2, 6],
+            "median_time": [np.nan] * 2,
+        }
+    )
+    shown = disclosure.suppress_counts(medians, 5)
+    assert list(shown["events"]) == ["<5", SUPPRESSED]  # not 8 - 6 = 2 from the Cox total
+    assert set(disclosure.suppress_counts(medians, 5, hide_all=True)["n"]) == {SUPPRESSED}
+    assert list(tables.not_reached(medians)["median_time"]) == ["not reached"] * 2
+    design = {"n": 12, "allocation": 0.5, "followup_days": 182, "dropout": 1 / 12,
+              "rate_per_day": 3 / 930, "frailty_var": 0.4}  # fmt: skip
+    d = tables.design_table(design, people, 5, cells).set_index("parameter")["value"]
+    assert d["ended follow-up early"] == "<5 of 12"
+    assert "0.08" not in " ".join(d) and "0.0833" not in " ".join(d)
+    assert d["control-arm event rate"] == SUPPRESSED
+    follow = d["observed follow-up"]
+    low = (20 + 4 * 182) / 5 / tables.DAYS_PER_MONTH  # the mean of the 5 shortest
+    assert f"range {low:.1f} to 6.0" in follow
+    assert f"{20 / tables.DAYS_PER_MONTH:.1f}" not in follow  # the withdrawal's own 0.7 months
+    t1 = tables.table1(people, CONFIG, cells=cells)
+    assert "control (N=6)" in t1.columns
+    ended = t1[t1["level"] == "withdrawn"].iloc[0]
+    assert ended["control (N=6)"] == "<5"
+    ft = tables.flow_table(flow, 5, cells).set_index("stage")
+    assert ft.loc["Analysed", "control"] == "6"
+
+
+def test_not_identified_and_effect_table():
+    """A boundary zero-inflation term (SE in the millions, interval 0 to inf) reads "not
+    identified"; the intervention row of each model is in the effect table with its plain
+    title and configured name."""
+    config = {**CONFIG, "models": [{"name": "nb", "kind": "negbin"}, {"name": "z", "kind": "zinb"}]}
+    est = pd.DataFrame(
+        [
+            {"model": "z", "term": "arm[T.intervention]", "estimate": -1.2, "std_error": 0.13,
+             "robust": False, "p_value": 1e-20, "exp_estimate": 0.3, "exp_conf_low": 0.234,
+             "exp_conf_high": 0.384, "n_participants": 300, "n_events": 630, "converged": True},
+            {"model": "z", "term": "zero_Intercept", "estimate": -30.05, "std_error": 1372956.2,
+             "robust": False, "p_value": 0.99998, "exp_estimate": 8.9e-14, "exp_conf_low": 0.0,
+             "exp_conf_high": np.inf, "n_participants": 300, "n_events": 630, "converged": True},
+            {"model": "nb", "term": "arm[T.intervention]", "estimate": np.nan, "std_error": np.nan,
+             "robust": False, "p_value": np.nan, "exp_estimate": np.nan, "exp_conf_low": np.nan,
+             "exp_conf_high": np.nan, "n_participants": 300, "n_events": 630, "converged": False,
+             "message": "did not converge"},
+        ]
+    )  # fmt: skip
+    assert tables.identified(est.iloc[0]) and not tables.identified(est.iloc[1])
+    mt = tables.model_table(est, 5, entries=tables.model_entries(config)).set_index("term")
+    assert mt.loc["zero_Intercept", "estimate (log)"] == "not identified"
+    assert mt.loc["zero_Intercept", "SE"] == "" and mt.loc["zero_Intercept", "ratio (95% CI)"] == ""
+    assert mt.loc["arm[T.intervention]", "ratio (95% CI)"].iloc[0] == "0.30 (0.23–0.38)"
+    assert tables.is_nuisance("zero_Intercept") and tables.is_nuisance("C(week)[T.2]")
+    assert not tables.is_nuisance("arm[T.intervention]")
+    et = tables.effect_table(est, config, tables.model_entries(config)).set_index("internal name")
+    assert et.loc["z", "model"] == "Zero-inflated negative binomial"
+    assert et.loc["z", "estimate (95% CI)"] == "0.30 (0.23–0.38)" and et.loc["z", "p"] == "<0.001"
+    assert et.loc["nb", "status"] == "not estimable: did not converge"
+    html_page = render.table_html(et.reset_index(), "c", fine_print={"model": "internal name"})
+    assert "Zero-inflated negative binomial<br/><small>z</small>" in html_page
+    assert "<th>internal name</th>" not in html_page
+
+
+def test_source_line_names_the_file_and_its_manifest_hash(tmp_path):
+    import hashlib
+
+    from recurstudy import provenance
+
+    (tmp_path / "results").mkdir()
+    f = tmp_path / "results" / "rates.csv"
+    f.write_bytes(b"quantity,arm\nrate,control\n")
+    line = render.source_html("results/rates.csv", tmp_path)
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert digest == provenance.sha256_file(f)
+    assert f"<code>results/rates.csv</code> SHA-256 <code>{digest}</code>" in line
+    assert "missing" in render.source_html(["results/nope.csv"], tmp_path)
+    table = render.table_html(pd.DataFrame({"a": [1]}), "cap", source=["results/rates.csv"],
+                              run_dir=tmp_path)  # fmt: skip
+    assert table.endswith(line) and "rs-source" in table
+
+
+def test_rounding_for_reading():
+    df = pd.DataFrame(
+        {"replicates": [500.0, np.nan], "power": [0.99412, 1.0], "p_value": [1e-9, 0.5]}
+    )
+    out = tables.format_frame(df, 2)
+    assert list(out["replicates"]) == ["500", ""]
+    assert list(out["power"]) == ["0.99", "1.00"] and list(out["p_value"]) == ["<0.001", "0.500"]
+    assert disclosure.coarse_share(35, 300, 5) == "12%"
+    assert disclosure.coarse_share(1, 12, 5) == "<5 of 12"
+    assert disclosure.coarse_share(10, 12, 5) == ">7 of 12"  # 2 who did not: also a small group
+    assert np.isnan(disclosure.kanon_range([1, 2, 3], 5)[0])
+
+
+def tiny_selection(people: pd.DataFrame, episodes: pd.DataFrame) -> tuple[list, list]:
+    """12 demo participants: 6 control (one who ended follow-up early, at most 3 events in all)
+    and 6 intervention who completed with at least one event each."""
+    k = episodes.groupby("participant_id").size()
+    people = people.assign(k=people["participant_id"].map(k).fillna(0).astype(int))
+    people = people.sort_values("participant_id")
+    ctrl = people[people["arm"] == "control"]
+    done = ctrl["end_reason"] == "completed"
+    early = ctrl[~done & (ctrl["k"] <= 1)].head(1)
+    rest = pd.concat([ctrl[done & (ctrl["k"] == 0)].head(3), ctrl[done & (ctrl["k"] == 1)].head(2)])
+    treated = people[(people["arm"] == "intervention") & (people["end_reason"] == "completed")]
+    control = list(early["participant_id"]) + list(rest["participant_id"])
+    return control, list(treated[treated["k"] >= 1]["participant_id"].head(6))
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> Path:
+    """The workflow on 12 demo participants (6 per arm; at most 3 control events, one control
+    participant who ended follow-up early), no pain-score table, a small power run, sites and
+    bootstrap off."""
+    run = tmp_path_factory.mktemp("tiny_run")
+    (run / "cohort").mkdir()
+    people = pd.read_csv(REPO / "data/demo/participants.csv", dtype=str)
+    eps = pd.read_csv(REPO / "data/demo/episodes.csv", dtype=str)
+    control, treated = tiny_selection(people, eps)
+    assert len(control) == 6 and len(treated) == 6
+    keep = control + treated
+    people[people["participant_id"].isin(keep)].to_csv(run / "cohort/participants.csv", index=False)
+    eps[eps["participant_id"].isin(keep)].to_csv(run / "cohort/episodes.csv", index=False)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["data"] = {"participants": "cohort/participants.csv", "episodes": "cohort/episodes.csv"}
+    config["adjust_for"] = []
+    config["models"] = [
+        {"name": "km_first_episode", "kind": "kaplan_meier"},
+        {"name": "cox_first_episode", "kind": "cox"},
+        {"name": "poisson_rate", "kind": "poisson"},
+        {"name": "negbin_rate", "kind": "negbin"},
+    ]
+    config["claims"] = [c for c in config["claims"] if c["id"] == "episodes_68"]
+    config["power"] = {"replicates": 10, "chunk_size": 10, "seed": 7, "alpha": 0.05,
+                       "mde_grid": [0.3, 0.6], "grid_replicates": 10}  # fmt: skip
+    config["sites"] = {"enabled": False}
+    config["bootstrap"] = {"replicates": 0}
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = run_workflow(run)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return run
+
+
+def test_tiny_cohort_workflow_discloses_nothing(tiny_report):
+    """Through the workflow, on 12 participants: the control arm's 3 events appear nowhere, the
+    dropout is not 1/12, no follow-up percentile is printed, the pain section says why it is
+    empty, and every table names its source file with the manifest's hash."""
+    import json as _json
+
+    page = (tiny_report / "reports/report.html").read_text(encoding="utf-8")
+    body = _strip_data_uris(page)
+    rates = pd.read_csv(tiny_report / "results/rates.csv")
+    per = rates[rates["quantity"] == "rate"].drop_duplicates("arm").set_index("arm")["events"]
+    assert 0 < per["control"] < 5 <= per["intervention"]
+    seen = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+    for k in (per["control"], per["intervention"], per.sum()):
+        assert not re.search(rf"\b{int(k)} pain episodes\b", seen), k
+    assert "&lt;5 pain episodes" in seen or "<5 pain episodes" in seen
+    assert "0.0833" not in seen and "0.083" not in seen
+    assert re.search(r"ended follow-up early (&lt;5 of 12|&gt;7 of 12|\d+%)", seen)
+    assert "followup_percentiles" not in seen
+    assert "No pain-score table was given" in seen
+    manifest = _json.loads((tiny_report / "reports/manifest.json").read_text())
+    hashes = {e["path"]: e["sha256"] for e in manifest.get("outputs", []) if isinstance(e, dict)}
+    for path in ("results/rates.csv", "results/estimates.csv", "results/claims.csv"):
+        digest = re.search(rf"<code>{re.escape(path)}</code> SHA-256 <code>([0-9a-f]{{64}})", body)
+        assert digest, path
+        if path in hashes:
+            assert digest.group(1) == hashes[path]
+    models = pd.read_csv(tiny_report / "reports/tables/models.csv", dtype=str)
+    assert set(models["events"]) == {SUPPRESSED}
+
+
+def test_wide_tables_are_split_not_scrolled():
+    df = pd.DataFrame([{f"col_{i}": i for i in range(20)}])
+    assert render.column_chunks(list(df.columns), 12)[1][:2] == ["col_0", "col_1"]
+    page = render.table_html(df, "wide")
+    assert page.count("<table") == 2  # 2 key columns + 10, then the 2 keys + the other 8
+    assert "<th>col 19</th>" in page  # column names read as words and can wrap
+    assert all(len(re.findall("<th>", t)) <= 12 for t in page.split("</table>"))

@@ -54,6 +54,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "report": ("*",),
 }
 STAGE_KEYS["plan"] = (*PLAN_KEYS, "plan")  # what defines the analysis, and the plan file
+STAGE_KEYS["rates"] = ("arms",)  # recurstudy.rates reads counts.parquet by arm
 
 
 class Settings(dict):

@@ -12,9 +12,28 @@ from recurstudy.report.pdf import skip_message as pdf_skip_message
 report: "../report/workflow.rst"
 
 
+# Event rates per arm, rate ratio and rate difference (recurstudy.rates): the first screen's
+# numbers, written to a result file so that the report can name it and its hash.
+rule rates:
+    input:
+        counts="results/analysis/counts.parquet",
+    output:
+        "results/rates.csv",
+    log:
+        "logs/rates.log",
+    conda:
+        "../envs/recurstudy.yaml"
+    params:
+        settings=stage_settings(config, "rates"),
+        code=source_hash("recurstudy.rates"),
+    script:
+        "../scripts/rates.py"
+
+
 rule report:
     input:
         unpack(report_inputs),
+        rates="results/rates.csv",
     output:
         html=report(
             "reports/report.html",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import pprint
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,23 @@ OFFLINE_TEMPLATE = r"""
 <style type="text/css">
 body.jp-Notebook { max-width: 70rem; margin: 0 auto; padding: 1rem 2rem; }
 .jp-Cell { padding: 0; }
-.jp-OutputArea-output table.rs-table { font-size: 0.85rem; margin: 0.4rem 0 0.2rem 0; }
+.jp-OutputArea-output { overflow-x: visible; }
+.jp-OutputArea-output table.rs-table { font-size: 0.85rem; margin: 0.4rem 0 0.2rem 0;
+  width: 100%; table-layout: auto; border-collapse: collapse; }
 .jp-OutputArea-output table.rs-table td, .jp-OutputArea-output table.rs-table th {
-  text-align: left; padding: 0.15rem 0.5rem; }
+  text-align: left; padding: 0.15rem 0.4rem; vertical-align: top;
+  overflow-wrap: break-word; word-break: normal; white-space: normal; min-width: 3.5em; }
+.jp-OutputArea-output table.rs-table td code { overflow-wrap: anywhere; }
+.jp-OutputArea-output table.rs-table th { overflow-wrap: anywhere; }
+.jp-OutputArea-output table.rs-appendix { font-size: 0.72rem; }
+.jp-OutputArea-output table.rs-appendix td { overflow-wrap: anywhere; }
+.rs-table small, .rs-source { font-size: 0.72rem; color: #555; }
+.rs-source code { font-size: 0.68rem; overflow-wrap: anywhere; }
 .rs-figure img { max-width: 100%; height: auto; }
 .rs-figure figcaption, .rs-note { font-size: 0.85rem; color: #444; }
 .rs-caption { margin-bottom: 0.1rem; }
 .rs-verdict { font-weight: bold; }
+.jp-RenderedMarkdown, .jp-RenderedHTMLCommon { overflow-wrap: anywhere; }
 </style>
 {%- endblock extra_css -%}
 """
@@ -163,13 +173,87 @@ def clean_notebook(nb: Any) -> tuple[Any, str]:
     return nb, "".join(stderr)
 
 
-def table_html(df: pd.DataFrame, caption: str | None = None, note: str | None = None) -> str:
+def source_html(paths: str | Path | Iterable[str | Path], run_dir: str | Path = ".") -> str:
+    """Small print naming the result file(s) a table or figure was drawn from and each file's
+    SHA-256 (:func:`recurstudy.provenance.sha256_file`, the hash ``reports/manifest.json``
+    records), so that an auditor can go from a number to its source. A path that does not exist
+    is named as missing."""
+    from recurstudy.provenance import sha256_file
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    parts = []
+    for p in paths:
+        full = Path(run_dir) / p
+        digest = sha256_file(full) if full.is_file() else "missing"
+        parts.append(f"<code>{html_text(Path(p).as_posix())}</code> SHA-256 <code>{digest}</code>")
+    if not parts:
+        return ""
+    return f"<p class='rs-source'>Source: {'; '.join(parts)}</p>"
+
+
+def table_html(
+    df: pd.DataFrame,
+    caption: str | None = None,
+    note: str | None = None,
+    *,
+    fine_print: Mapping[str, str] | None = None,
+    source: str | Path | Iterable[str | Path] | None = None,
+    appendix: bool = False,
+    run_dir: str | Path = ".",
+) -> str:
     """A plain HTML table (cells, headers, caption and note escaped; no ids, no styles: the same
-    bytes every time)."""
+    bytes every time). `fine_print` maps a column to another whose text is shown under it in
+    small print (e.g. ``{"model": "internal name"}``: the plain title, the configured name under
+    it), the other column then not shown on its own; `source` adds :func:`source_html`;
+    `appendix` a smaller font."""
+    fine = dict(fine_print or {})
     if df is None or df.empty:
         body = "<p><em>Nothing to show.</em></p>"
     else:
-        body = df.to_html(index=False, escape=True, border=0, classes="rs-table", na_rep="")
+        shown = [c for c in df.columns if c not in fine.values()]
+        cls = "rs-table rs-appendix" if appendix else "rs-table"
+        body = "".join(
+            _table_body(df, cols, fine, cls) for cols in column_chunks(shown, MAX_COLUMNS)
+        )
     cap = f"<p class='rs-caption'><strong>{html_text(caption)}</strong></p>" if caption else ""
     foot = f"<p class='rs-note'>{html_text(note)}</p>" if note else ""
-    return cap + body + foot
+    src = source_html(source, run_dir) if source is not None else ""
+    return cap + body + foot + src
+
+
+# A table wider than this is shown as several tables (the first KEY_COLUMNS repeated in each),
+# so that nothing scrolls sideways at 1280 px.
+MAX_COLUMNS = 12
+KEY_COLUMNS = 2
+
+
+def column_chunks(cols: list, width: int = MAX_COLUMNS, keys: int = KEY_COLUMNS) -> list[list]:
+    """`cols` split into groups of at most `width`, each starting with the first `keys`
+    columns (which identify the row); one group when the table is narrow enough."""
+    if len(cols) <= width:
+        return [list(cols)]
+    head, rest = list(cols[:keys]), list(cols[keys:])
+    step = max(width - keys, 1)
+    return [head + rest[i : i + step] for i in range(0, len(rest), step)]
+
+
+def _table_body(df: pd.DataFrame, cols: list, fine: Mapping[str, str], cls: str) -> str:
+    """One escaped ``<table>`` of `cols` (fine print merged as in :func:`table_html`)."""
+    # column names as words: "p_value" reads "p value" and can wrap at 1280 px
+    head = "".join(f"<th>{html_text(str(c).replace('_', ' '))}</th>" for c in cols)
+    lines = []
+    for rec in df.to_dict("records"):
+        cells = []
+        for c in cols:
+            v = rec[c]
+            text = "" if v is None or (isinstance(v, float) and v != v) else html_text(v)
+            if c in fine and str(rec.get(fine[c], "")):
+                text += f"<br/><small>{html_text(rec[fine[c]])}</small>"
+            cells.append(f"<td>{text}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(lines)
+        + "</tbody></table>"
+    )

@@ -11,6 +11,7 @@ model module reaches the report without any edit here. Tables are plain DataFram
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,11 @@ from recurstudy.contract import ARM, ID, arm_labels, intervention_term
 from recurstudy.models.base import ExtraTable, ModelDescription, ModelSpec
 from recurstudy.report.disclosure import (
     SUPPRESSED,
+    CohortCells,
     cell_text,
+    coarse_share,
     fmt_count,
+    kanon_range,
     suppress,
     suppress_counts,
 )
@@ -91,33 +95,64 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 
 
 def section_extras(
-    models_dir: str | Path, entries: Iterable[ModelEntry], section: str, min_cell: int
-) -> list[tuple[str, pd.DataFrame]]:
+    models_dir: str | Path,
+    entries: Iterable[ModelEntry],
+    section: str,
+    min_cell: int,
+    *,
+    hide_all: bool = False,
+    with_source: bool = False,
+) -> list[tuple]:
     """``(caption, table)`` for each extra table the models put in `section` (``diagnostics``
     or ``appendix``) and wrote; a model and its adjusted variant (same title) share one table,
     with a ``model`` column. Count columns are disclosure-controlled
-    (:func:`~recurstudy.report.disclosure.suppress_counts`), floats rounded. In config order."""
+    (:func:`~recurstudy.report.disclosure.suppress_counts`; `hide_all` in a small cohort), floats
+    rounded. In config order. With `with_source`, ``(caption, table, paths)``: the result files
+    each table was drawn from."""
     if section not in SECTIONS:
         raise ValueError(f"unknown report section '{section}' (one of {', '.join(SECTIONS)})")
     frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     captions: dict[tuple[str, str], str] = {}
+    paths: dict[tuple[str, str], list[str]] = {}
     for e in entries:
         extra: ExtraTable
         for extra in e.description.extras:
             if extra.section != section:
                 continue
-            df = _read_csv(Path(models_dir) / e.name / f"{extra.file}.csv")
+            path = Path(models_dir) / e.name / f"{extra.file}.csv"
+            df = _read_csv(path)
             if df is None:
                 continue
             if "model" not in df:
                 df.insert(0, "model", e.name)
             key = (e.description.title, extra.file)
             frames.setdefault(key, []).append(df)
+            paths.setdefault(key, []).append(path.as_posix())
             captions.setdefault(key, f"{e.description.title}: {extra.caption}")
-    return [
-        (captions[k], format_frame(suppress_counts(pd.concat(v, ignore_index=True), min_cell)))
-        for k, v in frames.items()
-    ]
+    out = []
+    for k, v in frames.items():
+        parts = [suppress_counts(f, min_cell, hide_all=hide_all) for f in v]
+        table = format_frame(not_reached(pd.concat(parts, ignore_index=True)))
+        out.append((captions[k], table, paths[k]) if with_source else (captions[k], table))
+    return out
+
+
+def not_reached(df: pd.DataFrame) -> pd.DataFrame:
+    """A table of medians (a ``median...`` column) with a missing median or interval end shown
+    as ``not reached`` (the survival curve or its confidence band never falls to 0.5), and
+    whole-number medians as integers."""
+    cols = [c for c in df.columns if str(c).startswith("median")]
+    if not cols:
+        return df
+    out = df.copy()
+    for c in [*cols, *[c for c in ("conf_low", "conf_high") if c in df]]:
+        if pd.api.types.is_numeric_dtype(out[c]):
+            out[c] = out[c].map(
+                lambda v: (
+                    "not reached" if pd.isna(v) else (f"{v:.0f}" if v == round(v) else f"{v:.1f}")
+                )
+            )
+    return out
 
 
 def intervention_rows(estimates: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
@@ -207,23 +242,137 @@ def effect_measures(entries: Iterable[ModelEntry]) -> list[str]:
     )
 
 
-def model_table(estimates: pd.DataFrame, min_cell: int = 5) -> pd.DataFrame:
-    """Every row of every tidy table, formatted; a failed model keeps its row (its message is in
-    :func:`convergence_table`, one line per model)."""
+# A term whose standard error exceeds this on the model's scale (log ratio, logit) is not
+# identified: its 95% interval spans a factor of more than e^196 (a boundary estimate such as a
+# zero-inflation probability of 1e-13, or a monotone likelihood).
+MAX_IDENTIFIED_SE = 100.0
+
+
+def identified(r: Mapping[str, Any]) -> bool:
+    """Whether a tidy row's estimate is identified: a finite estimate and standard error below
+    :data:`MAX_IDENTIFIED_SE`, and, where the exp scale is reported, an interval with finite,
+    non-zero ends."""
+    if not (finite(r.get("estimate")) and finite(r.get("std_error"))):
+        return False
+    if float(r["std_error"]) > MAX_IDENTIFIED_SE:
+        return False
+    if finite(r.get("exp_estimate")):
+        low, high = r.get("exp_conf_low"), r.get("exp_conf_high")
+        if not (finite(low) and finite(high)) or float(low) <= 0.0:
+            return False
+    return True
+
+
+def is_nuisance(term: str) -> bool:
+    """Intercepts, zero-inflation terms and visit (week) effects: needed by the model, not an
+    answer to the question; they go to the statistical appendix."""
+    t = str(term)
+    return t == "Intercept" or t.startswith("zero_") or "week" in t.lower() or t.startswith("log")
+
+
+def _titles(entries: Iterable[ModelEntry] | None) -> dict[str, str]:
+    return {
+        e.name: e.description.title + (", adjusted" if e.adjusted else "") for e in entries or ()
+    }
+
+
+def _variance(r: Mapping[str, Any]) -> str:
+    return "robust (sandwich)" if bool(r.get("robust")) else "model-based"
+
+
+def effect_table(
+    estimates: pd.DataFrame,
+    config: Mapping[str, Any],
+    entries: Iterable[ModelEntry] | None = None,
+) -> pd.DataFrame:
+    """The intervention effect of every model, one row each in config order: plain title (with
+    the configured name in column ``internal name``, shown in small print), estimand family,
+    effect measure, estimate with 95% CI (ratios to 2 decimals), p-value, variance, and status
+    (``not estimable: message`` for a failed model, ``not identified`` for a boundary
+    estimate). The other terms are in :func:`model_table` (appendix)."""
+    entries = list(model_entries(config) if entries is None else entries)
+    described = {e.name: e for e in entries}
+    rows = []
+    for r in intervention_rows(estimates, config).to_dict("records"):
+        e = described.get(r["model"])
+        if e is None:
+            continue
+        d = e.description
+        conv = bool(r["converged"]) and r.get("term") == intervention_term(config)
+        ok = conv and identified(r)
+        if ok and d.ratio:
+            est = ratio_ci(r, 2)
+        elif ok:
+            est = f"{fmt_num(r['estimate'], 2)} ({fmt_ci(r['conf_low'], r['conf_high'], 2)})"
+        else:
+            est = ""
+        msg = r.get("message") if isinstance(r.get("message"), str) else ""
+        status = "estimated" if ok else ("not identified" if conv else f"not estimable: {msg}")
+        rows.append(
+            {
+                "model": d.title + (", adjusted" if e.adjusted else ""),
+                "internal name": e.name,
+                "estimand": d.group,
+                "effect measure": d.effect_measure or "difference",
+                "estimate (95% CI)": est,
+                "p": fmt_p(r["p_value"]) if ok else "",
+                "variance": _variance(r),
+                "status": status,
+            }
+        )
+    cols = ["model", "internal name", "estimand", "effect measure", "estimate (95% CI)", "p"]
+    return pd.DataFrame(rows, columns=[*cols, "variance", "status"])
+
+
+def model_table(
+    estimates: pd.DataFrame,
+    min_cell: int = 5,
+    cells: CohortCells | None = None,
+    entries: Iterable[ModelEntry] | None = None,
+) -> pd.DataFrame:
+    """Every row of every tidy table, formatted (the statistical appendix): plain model title
+    with its configured name, term, log-scale estimate and SE (3 decimals), ratio with 95% CI,
+    p-value, counts. A term that is not identified (:func:`identified`) shows ``not
+    identified`` instead of numbers; a failed model keeps its row (its message is in
+    :func:`convergence_table`). In a small cohort (`cells`.small) the models' participant and
+    event totals and the intercepts of rate models are hidden (``[s]``): with the arms'
+    exposure they would give suppressed event counts back."""
+    titles = _titles(entries)
+    small = cells is not None and cells.small
+    analysed = cells.values.get(("analysed", "total")) if cells is not None else None
     rows = []
     for r in estimates.to_dict("records"):
         conv = bool(r["converged"])
-        rows.append(
-            {
-                "model": r["model"],
-                "term": r["term"],
+        ok = identified(r)
+        hide_term = small and str(r["term"]) == "Intercept" and finite(r.get("exp_estimate"))
+        n_part = r["n_participants"]
+        if small:
+            same = finite(n_part) and analysed is not None and int(n_part) == int(analysed)
+            part = cells.text(("analysed", "total")) if same else SUPPRESSED
+            events = SUPPRESSED
+        else:
+            part = fmt_count(n_part, min_cell)
+            events = fmt_count(r["n_events"], min_cell)
+        if hide_term:
+            numbers = dict.fromkeys(["estimate (log)", "SE", "ratio (95% CI)", "p"], SUPPRESSED)
+        elif not ok and finite(r.get("estimate")):
+            numbers = {"estimate (log)": "not identified", "SE": "", "ratio (95% CI)": "", "p": ""}
+        else:
+            numbers = {
                 "estimate (log)": fmt_num(r["estimate"], 3),
                 "SE": fmt_num(r["std_error"], 3),
-                "robust SE": "yes" if bool(r["robust"]) else "no",
-                "exp(estimate) (95% CI)": ratio_ci(r, 3) if finite(r["exp_estimate"]) else "",
+                "ratio (95% CI)": ratio_ci(r, 2) if finite(r["exp_estimate"]) else "",
                 "p": fmt_p(r["p_value"]),
-                "participants": fmt_count(r["n_participants"], min_cell),
-                "events": fmt_count(r["n_events"], min_cell),
+            }
+        rows.append(
+            {
+                "model": titles.get(r["model"], r["model"]),
+                "internal name": r["model"],
+                "term": r["term"],
+                **numbers,
+                "variance": _variance(r),
+                "participants": part,
+                "events": events,
                 "converged": "yes" if conv else "NO (see Convergence)",
             }
         )
@@ -236,15 +385,20 @@ def ratio_ci(r: Mapping[str, Any], digits: int = 2) -> str:
     return f"{fmt_num(r['exp_estimate'], digits)} ({ci})"
 
 
-def convergence_table(estimates: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: converged, log-likelihood and message."""
+def convergence_table(
+    estimates: pd.DataFrame, entries: Iterable[ModelEntry] | None = None
+) -> pd.DataFrame:
+    """One row per model: converged, log-likelihood and message (with `entries`, the model's
+    plain title and its configured name in column ``internal name``)."""
+    titles = _titles(entries)
     rows = []
     for name, g in estimates.groupby("model", sort=False):
         msgs = sorted({str(m) for m in g["message"] if isinstance(m, str) and m})
         ll = g["log_likelihood"].dropna()
         rows.append(
             {
-                "model": name,
+                "model": titles.get(str(name), name),
+                **({"internal name": name} if entries is not None else {}),
                 "converged": "yes" if g["converged"].astype(bool).all() else "NO",
                 "log-likelihood": fmt_num(ll.iloc[0], 2) if len(ll) else "",
                 "message": "; ".join(msgs),
@@ -253,13 +407,23 @@ def convergence_table(estimates: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Float columns that hold whole numbers (a column with a missing value is read as float).
+INTEGER_COLUMN = re.compile(
+    r"replicates|^n$|^n_|_n$|count|events|participants|seed|chunk|week|^k$|^df$|_df$"
+)
+
+
 def format_frame(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Round the float columns for display (p-value columns as :func:`fmt_p`)."""
+    """Round the float columns for display (p-value columns as :func:`fmt_p`, whole-number
+    columns such as ``replicates`` as integers)."""
     out = df.copy()
     for col in out.columns:
         if pd.api.types.is_float_dtype(out[col]):
+            whole = out[col].dropna()
             if "p_value" in str(col) or col == "p":
                 out[col] = out[col].map(fmt_p)
+            elif INTEGER_COLUMN.search(str(col)) and (whole == whole.round()).all():
+                out[col] = out[col].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
             else:
                 out[col] = out[col].map(lambda v: fmt_num(v, digits))
     out = out.astype(object)
@@ -280,13 +444,16 @@ def crude_vs_adjusted(estimates: pd.DataFrame, config: Mapping[str, Any]) -> pd.
 # ------------------------------------------------------------------------------ flow
 
 
-def flow_table(flow: Mapping[str, Any], min_cell: int = 5) -> pd.DataFrame:
+def flow_table(
+    flow: Mapping[str, Any], min_cell: int = 5, cells: CohortCells | None = None
+) -> pd.DataFrame:
     """CONSORT participant flow by arm: received, excluded by validation, analysed.
 
     Zero counts are shown (nobody excluded identifies nobody); other counts below `min_cell` are
     suppressed, with secondary suppression along both relations (received = excluded +
     analysed in each column, arms adding up to the total in each row), hiding excluded, then
-    received cells before analysed ones.
+    received cells before analysed ones. With `cells` (the report-wide plan of
+    :func:`~recurstudy.report.disclosure.cohort_cells`), its hidden cells instead.
     """
     fp = flow["participants"]
     control, intervention = arm_labels(flow)
@@ -309,6 +476,9 @@ def flow_table(flow: Mapping[str, Any], min_cell: int = 5) -> pd.DataFrame:
     groups += [[(k, c) for c in cols] for k, _ in stages]
     prio = {cell: {"excluded": 0, "received": 1, "analysed": 2}[cell[0]] for cell in values}
     primary, secondary = suppress(values, groups, min_cell, suppress_zero=False, priority=prio)
+    if cells is not None:  # the report-wide plan (the same cells hidden in every table)
+        primary = {c for c in cells.primary if c in values}
+        secondary = {c for c in cells.secondary if c in values}
     rows = []
     for key, label in stages:
         row = {"stage": label}
@@ -326,19 +496,27 @@ def flow_table(flow: Mapping[str, Any], min_cell: int = 5) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def record_flow_table(flow: Mapping[str, Any], min_cell: int = 5) -> pd.DataFrame:
-    """Rows of the episode and pain-score tables received, excluded and analysed."""
+def record_flow_table(
+    flow: Mapping[str, Any], min_cell: int = 5, cells: CohortCells | None = None
+) -> pd.DataFrame:
+    """Rows of the episode and pain-score tables received, excluded and analysed. When the
+    report-wide plan `cells` hides the total event count, the episode rows are hidden too (the
+    analysed episodes are that total)."""
     rows = []
+    hide_episodes = cells is not None and cells.hidden(("events", "total"))
     for table, label in (("episodes", "Episodes"), ("pain_scores", "Pain scores")):
         t = flow.get(table)
         if not t or not t.get("received"):
             continue
+        hide = hide_episodes and table == "episodes"
         rows.append(
             {
                 "table": label,
-                "received": str(t["received"]),
-                "excluded": fmt_count(t["excluded"], min_cell, suppress_zero=False),
-                "analysed": str(t["analysed"]),
+                "received": SUPPRESSED if hide else str(t["received"]),
+                "excluded": (
+                    SUPPRESSED if hide else fmt_count(t["excluded"], min_cell, suppress_zero=False)
+                ),
+                "analysed": SUPPRESSED if hide else str(t["analysed"]),
             }
         )
     return pd.DataFrame(rows, columns=["table", "received", "excluded", "analysed"])
@@ -359,7 +537,10 @@ def arm_columns(frame: pd.DataFrame, config: Mapping[str, Any]) -> list[tuple[st
 
 
 def table1(
-    participants: pd.DataFrame, config: Mapping[str, Any], min_cell: int | None = None
+    participants: pd.DataFrame,
+    config: Mapping[str, Any],
+    min_cell: int | None = None,
+    cells: CohortCells | None = None,
 ) -> pd.DataFrame:
     """Table 1: baseline characteristics by arm with disclosure control.
 
@@ -369,7 +550,8 @@ def table1(
     Columns: the two arms and overall, headed with their N. Category counts below `min_cell`
     (zero included: "no woman in arm B" is a disclosure) show ``<5``; secondary suppression runs
     per variable over rows (arm + arm = overall) and columns (levels add up to the arm's N). A
-    summary of fewer than `min_cell` values is not shown.
+    summary of fewer than `min_cell` values is not shown. With `cells` (the report-wide plan),
+    the arms' N are shown as every other table shows them.
     """
     min_cell = int(config.get("min_cell", 5) if min_cell is None else min_cell)
     df = participants.copy()
@@ -377,6 +559,11 @@ def table1(
     n_arm = {name: int(mask.sum()) for name, mask in arms}
     small_arm = {name for name, n in n_arm.items() if n < min_cell}
     headers = {name: f"{name} (N={fmt_count(n, min_cell)})" for name, n in n_arm.items()}
+    if cells is not None:  # the arms' N as every other table shows them
+        control, intervention = arm_labels(config)
+        for name, role in ((control, "control"), (intervention, "intervention")):
+            headers[name] = f"{name} (N={cells.text(('analysed', role))})"
+        headers["Overall"] = f"Overall (N={cells.text(('analysed', 'total'))})"
     rows: list[dict[str, str]] = []
 
     def categorical(label: str, series: pd.Series, column: str = "") -> None:
@@ -462,50 +649,94 @@ def poisson_ci(k: float, exposure: float, conf: float = 0.95) -> tuple[float, fl
     return low / exposure, high / exposure
 
 
-def rates_table(
-    counts: pd.DataFrame, config: Mapping[str, Any], min_cell: int | None = None
-) -> pd.DataFrame:
-    """Events per 100 participant-months by arm and overall (exact Poisson 95% CI), the
-    columns named with the study's event (``study.event``).
+def _rate_text(row: Mapping[str, Any], digits: int) -> str:
+    ci = fmt_ci(row["conf_low"], row["conf_high"], digits)
+    return f"{fmt_num(row['estimate'], digits)} ({ci})" if ci else fmt_num(row["estimate"], digits)
 
-    Participant-months are the analysed exposure (``exposure_days`` / 30.44). Participant and
-    event counts below `min_cell` are suppressed, with secondary suppression across the arms
-    and total; a suppressed event count hides its rate too.
+
+def rates_table(
+    rates: pd.DataFrame,
+    config: Mapping[str, Any],
+    cells: CohortCells | None = None,
+    min_cell: int | None = None,
+) -> pd.DataFrame:
+    """Events and time at risk per arm, the rate per 100 participant-months and per
+    participant-year with 95% CIs (robust, from ``results/rates.csv``:
+    :func:`recurstudy.rates.rate_summary`), then the rate ratio and the rate difference per 100
+    participant-years.
+
+    Counts follow the report-wide plan `cells` (:func:`~recurstudy.report.disclosure.
+    cohort_cells`); without it, primary suppression only. A hidden event count hides its arm's
+    rate; in a small cohort every arm's exposure and rate and the rate difference are hidden (the
+    ratio stays: it is the study's answer, and with the exposures hidden it gives no count back).
     """
     min_cell = int(config.get("min_cell", 5) if min_cell is None else min_cell)
+    control, intervention = arm_labels(config)
     events = study_text(dict(config))["events"]
-    raw = []
-    for name, mask in arm_columns(counts, config):
-        sub = counts[mask.to_numpy()]
-        exposure = float(sub["exposure_days"].sum()) / DAYS_PER_MONTH
-        raw.append((name, len(sub), int(sub["n_episodes"].sum()), exposure))
-    values = {}
-    for name, n, k, _ in raw:
-        values[("n", name)] = n
-        values[("k", name)] = k
-    groups = [[("n", name) for name, *_ in raw], [("k", name) for name, *_ in raw]]
-    primary, secondary = suppress(values, groups, min_cell)
-    hidden = primary | secondary
+    small = cells is not None and cells.small
+    role = {control: "control", intervention: "intervention"}
     rows = []
-    for name, n, k, pm in raw:
-        if pm > 0:
-            low, high = poisson_ci(k, pm)
-            rate_text, ci_text = f"{100 * k / pm:.1f}", f"{100 * low:.1f}–{100 * high:.1f}"
+    per = rates[rates["quantity"] == "rate"]
+    for label in (control, intervention):
+        sub = per[per["arm"].astype(str) == label]
+        if sub.empty:
+            continue
+        by_unit = {u: r for u, r in zip(sub["unit"], sub.to_dict("records"), strict=True)}
+        first = sub.iloc[0]
+        key = role[label]
+        if cells is not None:
+            n_text, k_text = cells.text(("analysed", key)), cells.text(("events", key))
+            hidden = small or cells.hidden(("events", key))
         else:
-            rate_text = ci_text = ""
-        if ("k", name) in hidden or ("n", name) in hidden:
-            rate_text = ci_text = SUPPRESSED
+            n_text = fmt_count(first["participants"], min_cell)
+            k_text = fmt_count(first["events"], min_cell)
+            hidden = int(first["events"]) < min_cell
+        months = float(first["exposure_days"]) / DAYS_PER_MONTH
         rows.append(
             {
-                "arm": name,
-                "participants": cell_text(("n", name), str(n), primary, secondary, min_cell),
-                events: cell_text(("k", name), str(k), primary, secondary, min_cell),
-                "participant-months": f"{pm:.0f}" if ("n", name) not in hidden else SUPPRESSED,
-                f"{events} per 100 participant-months": rate_text,
-                "95% CI": ci_text,
+                "": label,
+                "participants": n_text,
+                events: k_text,
+                "participant-months": SUPPRESSED if small else f"{months:.0f}",
+                "per 100 participant-months (95% CI)": (
+                    SUPPRESSED if hidden else _rate_text(by_unit["per 100 participant-months"], 1)
+                ),
+                "per participant-year (95% CI)": (
+                    SUPPRESSED if hidden else _rate_text(by_unit["per participant-year"], 2)
+                ),
+            }
+        )
+    blank = {"participants": "", events: "", "participant-months": ""}
+    for q, label, digits in (
+        ("rate_ratio", f"rate ratio, {intervention} vs {control}", 2),
+        ("rate_difference", "rate difference per 100 participant-years", 1),
+    ):
+        hit = rates[rates["quantity"] == q]
+        if hit.empty:
+            continue
+        text = _rate_text(hit.iloc[0], digits)
+        if q == "rate_difference" and small:
+            text = SUPPRESSED
+        rows.append(
+            {
+                "": label,
+                **blank,
+                "per 100 participant-months (95% CI)": text if q == "rate_ratio" else "",
+                "per participant-year (95% CI)": text if q == "rate_difference" else "",
             }
         )
     return pd.DataFrame(rows)
+
+
+def events_by_role(counts: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, int]:
+    """Events of the analysed participants per arm role (``control``, ``intervention``), for
+    :func:`~recurstudy.report.disclosure.cohort_cells`."""
+    control, intervention = arm_labels(config)
+    arm = counts[ARM].astype(str)
+    return {
+        role: int(counts.loc[(arm == label).to_numpy(), "n_episodes"].sum())
+        for role, label in (("control", control), ("intervention", intervention))
+    }
 
 
 # ------------------------------------------------------------------------------ claims
@@ -561,6 +792,40 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def claims_summary(
+    claims: pd.DataFrame, entries: Iterable[ModelEntry] | None = None
+) -> pd.DataFrame:
+    """The claims as the first screen shows them: claim, role, the primary model's plain title
+    (configured name in ``internal name``), claimed and estimated reduction with 95% CI, verdict
+    and power; the TOST and adjusted p-values and the 90% interval are in :func:`claims_table`
+    (appendix)."""
+    titles = _titles(entries)
+    full = claims_table(claims)
+    out = pd.DataFrame(
+        {
+            "claim": full["claim"],
+            "role": full["role"],
+            "model": [titles.get(str(m), str(m)) for m in claims["model"]],
+            "internal name": claims["model"].astype(str).to_numpy(),
+            "claimed reduction": full["claimed"],
+            "estimated reduction (95% CI)": full["estimated reduction (95% CI)"],
+            "verdict": full["verdict"],
+            "power": full["power"],
+        }
+    )
+    return out
+
+
+POWER_NAMES = {
+    "claim_id": "claim",
+    "power_mc_se": "power MC SE",
+    "mde_80": "MDE (80% power)",
+    "mde_80_mc_se": "MDE MC SE",
+    "mde_80_normal": "MDE, normal approximation",
+    "power_informative_dropout": "power, informative dropout",
+}
+
+
 POWER_COLUMNS = [
     "claim_id",
     "model",
@@ -576,15 +841,69 @@ POWER_COLUMNS = [
 
 
 def power_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """Each claim's simulated power and minimum detectable reduction, rounded."""
-    return format_frame(claims[[c for c in POWER_COLUMNS if c in claims]])
+    """Each claim's simulated power and minimum detectable reduction (MDE), rounded, with
+    readable column names; replicates as whole numbers."""
+    out = format_frame(claims[[c for c in POWER_COLUMNS if c in claims]], 2)
+    return out.rename(columns=POWER_NAMES)
 
 
-def design_table(design: Mapping[str, Any]) -> pd.DataFrame:
-    """The simulation design read off the data, one parameter a row."""
+def design_table(
+    design: Mapping[str, Any],
+    participants: pd.DataFrame | None = None,
+    min_cell: int = 5,
+    cells: CohortCells | None = None,
+) -> pd.DataFrame:
+    """The simulation design in a few lines a reader can check: participants, allocation,
+    follow-up (median and a range whose ends each describe `min_cell` participants, from the
+    participants table; never one person's value), control-arm rate, dispersion and dropout
+    (a share that hides fewer than `min_cell` people). In a small cohort (`cells`) the control
+    rate is hidden with the control events."""
+    n = int(design.get("n", 0))
+    rows = [("participants", str(n))]
+    alloc = design.get("allocation")
+    if finite(alloc):
+        rows.append(("allocation to intervention", f"{100 * float(alloc):.0f}%"))
+    planned = design.get("followup_days")
+    if finite(planned):
+        rows.append(("planned follow-up", f"{float(planned) / DAYS_PER_MONTH:.1f} months"))
+    if participants is not None and {"enrolled_on", "followup_end"} <= set(participants):
+        days = (
+            pd.to_datetime(participants["followup_end"])
+            - pd.to_datetime(participants["enrolled_on"])
+        ).dt.days.to_numpy(float)
+        months = days / DAYS_PER_MONTH
+        if len(months) >= min_cell:
+            low, high = kanon_range(months, min_cell)
+            text = f"median {np.median(months):.1f} months"
+            if finite(low):
+                text += (
+                    f"; range {low:.1f} to {high:.1f} (each end the mean of the {min_cell} "
+                    "shortest or longest)"
+                )
+            rows.append(("observed follow-up", text))
+    rate = design.get("rate_per_day")
+    control_hidden = cells is not None and (cells.small or cells.hidden(("events", "control")))
+    if finite(rate):
+        value = (
+            SUPPRESSED
+            if control_hidden
+            else f"{100 * float(rate) * DAYS_PER_MONTH:.1f} per 100 participant-months"
+        )
+        rows.append(("control-arm event rate", value))
+    disp = design.get("frailty_var")
+    if disp is not None:
+        rows.append(
+            (
+                "dispersion (negative binomial 1/theta, frailty variance)",
+                fmt_num(disp, 2) if finite(disp) else "not estimable (Poisson design)",
+            )
+        )
+    drop = design.get("dropout")
+    if finite(drop) and n:
+        k = int(round(float(drop) * n))
+        rows.append(("ended follow-up early", coarse_share(k, n, min_cell)))
     return pd.DataFrame(
-        [{"parameter": k, "value": str(v)} for k, v in sorted(design.items())],
-        columns=["parameter", "value"],
+        [{"parameter": k, "value": v} for k, v in rows], columns=["parameter", "value"]
     )
 
 

@@ -17,8 +17,8 @@ import pandas as pd
 
 from recurstudy.config import study_text
 from recurstudy.contract import arm_labels
-from recurstudy.report.disclosure import fmt_count
-from recurstudy.report.formatting import finite, fmt_pct, md_text
+from recurstudy.report.disclosure import CohortCells, fmt_count
+from recurstudy.report.formatting import finite, fmt_ci, fmt_num, fmt_pct, md_text
 from recurstudy.report.tables import DAYS_PER_MONTH, ModelEntry, effect_measures, model_entries
 
 
@@ -68,7 +68,10 @@ def agreement_sentence(agreement: pd.DataFrame | None, claim_id: str) -> str:
         return ""
     n = len(rows)
     agree = rows[rows["agrees"].astype(str).str.lower() == "true"]
-    others = [md_text(str(m)) for m in rows.loc[~rows.index.isin(agree.index), "model"]]
+    others = [
+        md_text(_agreement_name(r))
+        for r in rows.loc[~rows.index.isin(agree.index)].to_dict("records")
+    ]
     text = (
         f"{len(agree)} of {n} sensitivity models agree (same direction, claim inside their "
         "interval)"
@@ -88,15 +91,26 @@ def intercurrent_sentence(claim: Mapping[str, Any]) -> str:
     return f"Intercurrent events (ICH E9(R1) strategy): {md_text(str(text).strip())}."
 
 
+def _agreement_name(row: Mapping[str, Any]) -> str:
+    """A sensitivity model's plain title (``, adjusted`` for the adjusted variant), else its
+    configured name."""
+    title = row.get("title")
+    if not isinstance(title, str) or not title:
+        return str(row["model"])
+    return title + (", adjusted" if str(row["model"]).endswith("_adjusted") else "")
+
+
 def summary_paragraph(
     flow: Mapping[str, Any],
     claims: pd.DataFrame,
     counts: pd.DataFrame,
     config: Mapping[str, Any],
     agreement: pd.DataFrame | None = None,
+    cells: CohortCells | None = None,
 ) -> str:
     """One Markdown paragraph: cohort size, events and exposure, and each claim's verdict (its
-    role, contrast and the sensitivity models' agreement)."""
+    role, contrast and the sensitivity models' agreement); counts under the report-wide plan
+    `cells` when given."""
     min_cell = int(config.get("min_cell", 5))
     control, intervention = (md_text(a) for a in arm_labels(config))
     events = md_text(study_text(dict(config))["events"])
@@ -104,7 +118,19 @@ def summary_paragraph(
     by = fp["analysed_by_arm"]
     pm = float(counts["exposure_days"].sum()) / DAYS_PER_MONTH
     k = int(counts["n_episodes"].sum())
-    parts = [
+    if cells is not None:
+        parts = [
+            f"Of {cells.text(('received', 'total'))} participants received, "
+            f"{cells.text(('analysed', 'total'))} were analysed "
+            f"({cells.text(('analysed', 'control'))} {control}, "
+            f"{cells.text(('analysed', 'intervention'))} {intervention}); "
+            f"{cells.text(('excluded', 'total'))} were excluded by validation. They had "
+            f"{cells.text(('events', 'total'))} {events} over {pm:.0f} participant-months of "
+            "follow-up."
+        ]
+    else:
+        parts = []
+    parts = parts or [
         f"Of {fmt_count(fp['received'], min_cell)} participants received, "
         f"{fmt_count(fp['analysed'], min_cell)} were analysed "
         f"({fmt_count(by.get('control', 0), min_cell)} {control}, "
@@ -136,6 +162,135 @@ def summary_paragraph(
         if agreeing:
             parts.append(agreeing)
     return " ".join(parts)
+
+
+def _claim_sentence(
+    r: Any, words: Mapping[str, str], titles: Mapping[str, str], arms: tuple[str, str]
+) -> str:
+    control, intervention = (md_text(a) for a in arms)
+    role = "Primary claim" if bool(getattr(r, "primary", False)) else "Secondary claim"
+    model = md_text(titles.get(str(r.model), str(r.model)))
+    what = "pain" if str(getattr(r, "metric", "")).startswith("pain") else md_text(words["events"])
+    head = (
+        f"**{role}** ({md_text(r.claim_id)}): “{md_text(r.statement)}” The claim: {what} "
+        f"reduced by {fmt_pct(r.claimed)} with {intervention} compared with {control}."
+    )
+    if finite(r.estimate):
+        est = (
+            f" The {model} estimates a {fmt_pct(r.estimate)} reduction (95% CI "
+            f"{fmt_pct(r.conf_low)} to {fmt_pct(r.conf_high)})."
+        )
+    else:
+        est = f" The {model} could not estimate it."
+    verdict = f" Verdict: **{md_text(r.verdict)}**, because {md_text(str(r.reason))}."
+    return head + est + verdict
+
+
+def first_screen(
+    claims: pd.DataFrame,
+    rates: pd.DataFrame | None,
+    config: Mapping[str, Any],
+    cells: CohortCells | None = None,
+    agreement: pd.DataFrame | None = None,
+    plan_status: Mapping[str, Any] | None = None,
+    entries: Iterable[ModelEntry] | None = None,
+    strategies: Mapping[str, str] | None = None,
+) -> str:
+    """The answer, in Markdown, for a reader who stops here: the pre-specification status; per
+    claim one plain sentence in the study's words (what was claimed, the primary estimate with
+    its 95% CI, the verdict and its reason; then the claim's intercurrent-event strategy from
+    `strategies` when given, and how many sensitivity models agree); then events and follow-up
+    per arm, rates per arm per 100 participant-months and per participant-year (robust 95% CI),
+    the rate ratio and the rate difference as events prevented per 100 participant-years, all
+    read from ``results/rates.csv`` (:func:`recurstudy.rates.rate_summary`) and printed under
+    the report-wide disclosure plan `cells`."""
+    entries = list(model_entries(config) if entries is None else entries)
+    titles = {e.name: e.description.title + (", adjusted" if e.adjusted else "") for e in entries}
+    words = event_words(config)
+    arms = arm_labels(config)
+    blocks = [plan_line(plan_status)]
+    for r in claims.itertuples(index=False):
+        sentence = _claim_sentence(r, words, titles, arms)
+        strategy = (strategies or {}).get(str(r.claim_id))
+        if strategy:  # helper B: the intercurrent-event strategy of this claim's estimand
+            sentence += f" {md_text(strategy)}"
+        agreeing = agreement_sentence(agreement, str(r.claim_id))
+        if agreeing:
+            sentence += f" Sensitivity: {agreeing}"
+        blocks.append(sentence)
+    if rates is not None and len(rates):
+        blocks.append(rates_sentences(rates, config, cells))
+    return "\n\n".join(blocks)
+
+
+def rates_sentences(
+    rates: pd.DataFrame, config: Mapping[str, Any], cells: CohortCells | None = None
+) -> str:
+    """Events, follow-up and rates per arm, rate ratio and rate difference as a Markdown list
+    (from ``results/rates.csv``), with the disclosure plan `cells` applied."""
+    min_cell = int(config.get("min_cell", 5))
+    words = event_words(config)
+    control, intervention = arm_labels(config)
+    small = cells is not None and cells.small
+    items = []
+    per = rates[rates["quantity"] == "rate"]
+    for key, label in (("control", control), ("intervention", intervention)):
+        sub = per[per["arm"].astype(str) == label]
+        if sub.empty:
+            continue
+        by = {u: r for u, r in zip(sub["unit"], sub.to_dict("records"), strict=True)}
+        first = sub.iloc[0]
+        if cells is not None:
+            n, k = cells.text(("analysed", key)), cells.text(("events", key))
+            hidden = small or cells.hidden(("events", key))
+        else:
+            n, k = fmt_count(first["participants"], min_cell), fmt_count(first["events"], min_cell)
+            hidden = int(first["events"]) < min_cell
+        months = float(first["exposure_days"]) / DAYS_PER_MONTH
+        follow = "" if small else f" over {months:.0f} participant-months"
+        text = f"{md_text(label)} ({n} participants): {k} {md_text(words['events'])}{follow}"
+        if hidden:
+            text += f"; rate not shown (fewer than {min_cell} {md_text(words['events'])} in an arm)"
+        else:
+            m, y = by["per 100 participant-months"], by["per participant-year"]
+            text += (
+                f"; {fmt_num(m['estimate'], 1)} per 100 participant-months (95% CI "
+                f"{fmt_ci(m['conf_low'], m['conf_high'], 1)}), {fmt_num(y['estimate'], 2)} per "
+                f"participant-year ({fmt_ci(y['conf_low'], y['conf_high'], 2)})"
+            )
+        items.append(f"- {text}.")
+    rr = rates[rates["quantity"] == "rate_ratio"]
+    if len(rr):
+        r = rr.iloc[0]
+        items.append(
+            f"- Rate ratio, {md_text(intervention)} vs {md_text(control)}: "
+            + (
+                f"{fmt_num(r['estimate'], 2)} (95% CI {fmt_ci(r['conf_low'], r['conf_high'], 2)})."
+                if finite(r["conf_low"])
+                else "not estimable (no events in an arm)."
+            )
+        )
+    rd = rates[rates["quantity"] == "rate_difference"]
+    if len(rd):
+        r = rd.iloc[0]
+        if small:
+            text = f"not shown (fewer than {min_cell} {md_text(words['events'])} in an arm)."
+        elif not finite(r["conf_low"]):
+            text = "not estimable (no events in an arm)."
+        else:
+            est, lo, hi = -float(r["estimate"]), -float(r["conf_high"]), -float(r["conf_low"])
+            verb = "prevented" if est >= 0 else "added"
+            text = (
+                f"{abs(est):.1f} {md_text(words['events'])} {verb} per 100 participant-years "
+                f"with {md_text(intervention)} (95% CI {lo:.1f} to {hi:.1f} prevented)."
+            )
+        items.append(f"- Rate difference: {text}")
+    head = (
+        f"**{md_text(words['Events'])} and rates by arm** (all {md_text(words['events'])} over "
+        "all time at risk; 95% CIs: Wald, participant-level robust standard errors, "
+        "`results/rates.csv`):"
+    )
+    return head + "\n\n" + "\n".join(items)
 
 
 def _same_description(entries: Iterable[ModelEntry]) -> list[list[ModelEntry]]:
@@ -188,21 +343,24 @@ def methods_paragraph(
     items = []
     for group in _same_description(entries):
         d = group[0].description
-        fits = []
-        for e in group:
-            fit = f"{md_text(e.name)}: formula ~ {md_text(e.spec.formula)}"
-            if d.effect_measure and e.name in robust:
-                fit += ", robust (sandwich)" if robust[e.name] else ", model-based"
-                fit += " standard errors"
-            fits.append(fit)
-        text = f"**{md_text(d.title)}** ({'; '.join(fits)})"
+        names = ", ".join(f"{md_text(e.name)}: formula ~ {md_text(e.spec.formula)}" for e in group)
+        parts = [f"**{md_text(d.title)}** ({names})"]
         if d.estimand:
-            text += f". Estimand: {md_text(d.estimand)}"
+            parts.append(f"Estimand: {md_text(d.estimand)}")
+        risk = risk_set_text(group[0], config)
+        if risk:
+            parts.append(f"Risk set and exposure: {risk}")
+        var = [robust.get(e.name) for e in group if e.name in robust]
+        if var:
+            parts.append(f"Variance: {variance_text(group[0], any(var))}")
+        if d.effect_measure or d.group == "mean difference":
+            scale = "log-ratio scale, exponentiated" if d.ratio else "natural scale"
+            parts.append(f"Interval: Wald 95% on the {scale}")
         if d.r_call:
-            text += f". In R: {md_text(d.r_call)}"
+            parts.append(f"In R: {md_text(d.r_call)}")
         if d.reference:
-            text += f". Reference: {md_text(d.reference)}"
-        items.append(f"- {text}.")
+            parts.append(f"Reference: {md_text(d.reference)}")
+        items.append("- " + ". ".join(parts) + ".")
     tail = []
     measures = effect_measures(entries)
     if measures:
@@ -233,6 +391,52 @@ def methods_paragraph(
     blocks.extend(blocks_rule)
     blocks.append(" ".join(tail))
     return "\n\n".join(blocks)
+
+
+# What each analysis dataset means as a risk set and exposure (the datasets a model declares).
+RISK_SETS = {
+    "counts": (
+        "each analysed participant's number of {events} over their time at risk (enrolment to end "
+        "of follow-up{excl}; log exposure as offset)"
+    ),
+    "counting_process": (
+        "each analysed participant at risk from enrolment to end of follow-up{excl}, every "
+        "{event} counted, as counting-process intervals (start, stop]"
+    ),
+    "first_episode": (
+        "each analysed participant from enrolment to their first {event} or the end of follow-up "
+        "(censored)"
+    ),
+    "pain_scores": "every pain-score assessment of the analysed participants, by visit week",
+}
+
+
+def risk_set_text(entry: ModelEntry, config: Mapping[str, Any]) -> str:
+    """The risk set and exposure of a model, from the analysis datasets its class declares."""
+    from recurstudy.models import get_model
+
+    words = study_text(dict(config))
+    excl = ", minus days inside " + words["events"] if config.get("exclude_episode_time") else ""
+    datasets = getattr(get_model(entry.spec.kind), "datasets", ())
+    texts = [
+        RISK_SETS[d].format(event=words["event"], events=words["events"], excl=excl)
+        for d in datasets
+        if d in RISK_SETS
+    ]
+    return md_text("; ".join(texts))
+
+
+def variance_text(entry: ModelEntry, robust: bool) -> str:
+    """The variance estimator of a model: robust and clustered on participant for
+    counting-process models, robust (sandwich) otherwise, or model-based."""
+    from recurstudy.models import get_model
+
+    if not robust:
+        return "model-based (inverse information)"
+    datasets = getattr(get_model(entry.spec.kind), "datasets", ())
+    if "counting_process" in datasets:
+        return "robust (sandwich), clustered on participant"
+    return "robust (sandwich, participant level)"
 
 
 VERDICT_RULE = (
@@ -270,9 +474,24 @@ def multiplicity_rule(config: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------ captions
 
 
+def small_cohort_line(config: Mapping[str, Any], what: str) -> str:
+    """The one line that replaces a figure a small cohort cannot show (`what`: "Kaplan-Meier
+    curves"): its steps would give the suppressed event counts back."""
+    words = event_words(config)
+    min_cell = int(config.get("min_cell", 5))
+    return (
+        f"{md_text(what)} not shown: an arm has fewer than {min_cell} {md_text(words['events'])}, "
+        "and the steps of the curves would give the suppressed counts back."
+    )
+
+
 def rates_caption(config: Mapping[str, Any]) -> str:
-    """Caption of the rates table, e.g. ``Exacerbations per 100 participant-months ...``."""
-    return f"{event_words(config)['Events']} per 100 participant-months (exact Poisson 95% CI)"
+    """Caption of the rates table, e.g. ``Exacerbations and time at risk by arm ...``."""
+    return (
+        f"{event_words(config)['Events']} and time at risk by arm; rates per 100 "
+        "participant-months and per participant-year, rate ratio and rate difference (95% CI: "
+        "Wald, participant-level robust standard errors)"
+    )
 
 
 def km_caption(config: Mapping[str, Any], model_title: str, min_cell: int) -> str:
