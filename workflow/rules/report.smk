@@ -47,6 +47,11 @@ rule report:
         mcf=report(
             "reports/figures/mcf.png", caption="../report/mcf.rst", category="Figures"
         ),
+        flow_diagram=report(
+            "reports/figures/flow.png",
+            caption="../report/flow_diagram.rst",
+            category="Figures",
+        ),
         forest=report(
             "reports/figures/forest.png",
             caption="../report/forest.rst",
@@ -90,7 +95,7 @@ rule report:
         notebook=f"{workflow.basedir}/workflow/notebooks/report.py.ipynb",
         workflow_dir=workflow.basedir,
         settings=SETTINGS["report"],
-        code=source_hash("recurstudy.report"),
+        code=source_hash("recurstudy.report", "recurstudy.tipping"),
     script:
         "../scripts/render_report.py"
 

@@ -43,6 +43,8 @@ body.jp-Notebook { max-width: 70rem; margin: 0 auto; padding: 1rem 2rem; }
   overflow-wrap: break-word; word-break: normal; white-space: normal; min-width: 3.5em; }
 .jp-OutputArea-output table.rs-table td code { overflow-wrap: anywhere; }
 .jp-OutputArea-output table.rs-table th { overflow-wrap: anywhere; }
+.jp-OutputArea-output table.rs-table td, .jp-OutputArea-output table.rs-table th {
+  overflow-wrap: anywhere; min-width: 0; }
 .jp-OutputArea-output table.rs-appendix { font-size: 0.72rem; }
 .jp-OutputArea-output table.rs-appendix td { overflow-wrap: anywhere; }
 .rs-table small, .rs-source { font-size: 0.72rem; color: #555; }

@@ -533,3 +533,19 @@ def pain_caption(min_cell: int) -> str:
         "Observed mean NRS pain (0-10) by arm and visit week with 95% confidence intervals; "
         f"visits with fewer than {min_cell} participants are not shown."
     )
+
+
+def tipping_sentence(summary: pd.DataFrame) -> str:
+    """One Markdown line on the tipping-point analysis of informative dropout (a
+    :func:`recurstudy.tipping.tipping_summary` table): per claim, the delta at which its verdict
+    changes or that it does not change over the grid."""
+    if summary is None or not len(summary):
+        return ""
+    parts = [
+        f"{md_text(str(r['claim_id']))}: {md_text(str(r['tipping_point']))}"
+        for r in summary.to_dict("records")
+    ]
+    return (
+        "Tipping point (episodes after each informative dropout imputed at delta times the "
+        "control rate): " + "; ".join(parts) + "."
+    )
