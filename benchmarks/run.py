@@ -171,7 +171,7 @@ def bench_size(n: int, workdir: Path, cores: int, with_r: bool) -> dict[str, Any
     (run / "data" / "pain_scores.csv").unlink(missing_ok=True)
     base = [*SNAKEMAKE, "--directory", str(run), "--configfile", str(run / "config.yaml")]
     startup_s, _ = timed([*base, "-n", "-q"], cwd=run, log=log)
-    core_s, core_mb = timed([*base, *CORE_TARGETS, "--cores", str(cores)], cwd=run, log=log)
+    core_s, core_mb = timed([*base, "--cores", str(cores), *CORE_TARGETS], cwd=run, log=log)
     rest_s, rest_mb = timed([*base, "--cores", str(cores)], cwd=run, log=log)
     jobs = job_benchmarks(run)
     power_s = sum(v["s"] for k, v in jobs.items() if k.startswith("power"))
