@@ -56,6 +56,13 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 STAGE_KEYS["plan"] = (*PLAN_KEYS, "plan")  # what defines the analysis, and the plan file
 STAGE_KEYS["rates"] = ("arms",)  # recurstudy.rates reads counts.parquet by arm
 
+# Study-wide settings that a model kind reads as an option when its own entry leaves it unset
+# (recurstudy.models.model_specs): every stage that builds model specs reads them too.
+OPTIONS_FROM_CONFIG = ("informative_dropout",)
+for _stage, _keys in STAGE_KEYS.items():
+    if "models" in _keys:
+        STAGE_KEYS[_stage] = (*_keys, *(k for k in OPTIONS_FROM_CONFIG if k not in _keys))
+
 
 class Settings(dict):
     """A stage's settings: a mapping that raises on a top-level key the stage did not declare

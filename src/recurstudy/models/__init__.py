@@ -19,6 +19,7 @@ import pandas as pd
 
 from recurstudy.config import schema_default
 from recurstudy.csvout import write_csv
+from recurstudy.settings import OPTIONS_FROM_CONFIG
 from recurstudy.models.base import (
     REGISTRY,
     TIDY_COLUMNS,
@@ -47,11 +48,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Top-level config keys that a model kind may declare as an option of the same name: left unset
-# (None) in the model's entry, the option takes the config's value, so that it reaches the fit
-# through the spec (and a changed config re-runs the fit). informative_dropout: the end reasons
-# the IPCW models treat as informative dropout.
-OPTIONS_FROM_CONFIG = ("informative_dropout",)
+# OPTIONS_FROM_CONFIG (recurstudy.settings): top-level config keys that a model kind may declare
+# as an option of the same name; left unset (None) in the model's entry, the option takes the
+# config's value, so that it reaches the fit through the spec (and a changed config re-runs it).
 
 _loaded = False
 
