@@ -122,7 +122,14 @@ def _fit_cox(
     }
     if fit.converged:
         extras["ph_test"] = ph_test(
-            spec, rows, stop=stop, start=start, strata=strata, coef=fit.coef, design_matrix=X
+            spec,
+            rows,
+            stop=stop,
+            start=start,
+            strata=strata,
+            coef=fit.coef,
+            design_matrix=X,
+            risksets=fit.risksets,
         )
     return ModelResult(table, extras, converged=fit.converged, message=message)
 
@@ -297,6 +304,7 @@ def ph_test(
     strata: str | None = None,
     coef: np.ndarray | None = None,
     design_matrix: pd.DataFrame | None = None,
+    risksets: RiskSets | None = None,
 ) -> pd.DataFrame:
     """Proportional-hazards test as R survival 3.x ``cox.zph(fit)`` (transform "km", terms).
 
@@ -306,7 +314,8 @@ def ph_test(
     table) and a final GLOBAL row.  ``start`` / ``strata`` give the (start, stop] and stratified
     variants (R's cox.zph on Andersen-Gill and PWP fits). ``coef``: the coefficients of that
     fit when the caller already has them (the fit is not repeated); ``design_matrix``: its
-    design (:func:`~recurstudy.models.base.design` of ``df``, rows aligned), likewise.
+    design (:func:`~recurstudy.models.base.design` of ``df``, rows aligned), and ``risksets``
+    its unstratified risk sets (``CoxFit.risksets``), likewise.
     """
     from recurstudy.models.coxzph import cox_zph
 
@@ -329,7 +338,16 @@ def ph_test(
         if cols:
             terms[names[cols[0]] if len(cols) == 1 else term] = cols
     return cox_zph(
-        X.to_numpy(), t, ev, coef, start=st, strata=sv, ties=ties, names=names, terms=terms
+        X.to_numpy(),
+        t,
+        ev,
+        coef,
+        start=st,
+        strata=sv,
+        ties=ties,
+        names=names,
+        terms=terms,
+        risksets=risksets,
     )
 
 
