@@ -283,3 +283,18 @@ def test_rule_on_the_demo(tmp_path):
     assert list(table.columns) == TIPPING_COLUMNS
     assert list(table["delta"]) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
     assert (table["imputations"] == 20).all() and table["verdict"].notna().all()
+
+
+def test_cohort_without_end_reason_gets_a_row_saying_why():
+    """end_reason is optional in the contract (e.g. survival::cgd): no dropout can be told
+    apart, so the analysis is not done, with the reason, and the summary never says "no
+    change over the grid"."""
+    data = demo()
+    data["participants"] = data["participants"].drop(columns="end_reason")
+    table = tipping_point(config(imputations=2), SPECS, data)
+    assert list(table.columns) == TIPPING_COLUMNS
+    assert set(table["verdict"]) == {"not done"}
+    assert table["note"].str.contains("no end_reason column").all()
+    summary = tipping_summary(table)
+    assert summary["tipping_point"].str.contains("not done: the participants table").all()
+    assert not summary["tipping_point"].str.contains("no change").any()
