@@ -658,7 +658,12 @@ def test_text_from_config_is_escaped():
         text.title_markdown(config),
         text.summary_paragraph(flow, claims, counts, config),
         text.first_screen(
-            claims, rate_summary(counts, config), config, strategies={"c1": f"strategy {HOSTILE}"}
+            claims,
+            rate_summary(counts, config),
+            config,
+            strategies={
+                "c1": text.intercurrent_sentence({"intercurrent_strategy": f"strategy {HOSTILE}"})
+            },
         ),
         text.methods_paragraph(config),
     ):

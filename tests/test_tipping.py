@@ -298,3 +298,18 @@ def test_cohort_without_end_reason_gets_a_row_saying_why():
     summary = tipping_summary(table)
     assert summary["tipping_point"].str.contains("not done: the participants table").all()
     assert not summary["tipping_point"].str.contains("no change").any()
+
+
+def test_imputation_model_that_fails_gives_rows_saying_why(monkeypatch):
+    """A tiny cohort whose crude glm.nb does not converge: 'not estimable' rows with the reason
+    (the workflow goes on), not an exception."""
+    import recurstudy.tipping as tipping
+
+    def fails(counts, arms):
+        raise ValueError("the imputation model (crude glm.nb) did not converge")
+
+    monkeypatch.setattr(tipping, "_control_rate", fails)
+    table = tipping_point(config(imputations=2), SPECS, demo())
+    assert set(table["verdict"]) == {"not estimable"}
+    assert table["note"].str.contains("did not converge").all()
+    assert tipping_summary(table)["tipping_point"].str.startswith("not estimable").all()

@@ -368,9 +368,21 @@ def tipping_point(
                 {"claim_id": claim["id"], "model": spec.name, "verdict": "not done", "note": note}
             )
         return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
-    planned = planned_end(cp, participants, tp.get("planned_followup_days"))
-    drop = informative_dropouts(cp, participants, reasons, planned)
-    log_rate, se_rate, theta = _control_rate(counts, arms)
+    try:
+        planned = planned_end(cp, participants, tp.get("planned_followup_days"))
+        drop = informative_dropouts(cp, participants, reasons, planned)
+        log_rate, se_rate, theta = _control_rate(counts, arms)
+    except ValueError as exc:  # e.g. a tiny cohort whose imputation model does not converge
+        for claim, spec, _ in todo:
+            rows.append(
+                {
+                    "claim_id": claim["id"],
+                    "model": spec.name,
+                    "verdict": "not estimable",
+                    "note": f"not estimable: {exc}",
+                }
+            )
+        return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
 
     def fit(spec: ModelSpec, model: Any, datasets: Mapping[str, pd.DataFrame]) -> Any:
         return fit_spec(spec, {d: datasets[d] for d in model.datasets})
