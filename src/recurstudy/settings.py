@@ -103,7 +103,9 @@ def stage_keys(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
     for key, fields in STAGE_IGNORES.get(stage, {}).items():
         if isinstance(out.get(key), list):
             out[key] = [
-                {f: v for f, v in item.items() if f not in fields} if isinstance(item, dict) else item
+                {f: v for f, v in item.items() if f not in fields}
+                if isinstance(item, dict)
+                else item
                 for item in out[key]
             ]
     if stage == "tipping_point" and isinstance(out.get("models"), list):
