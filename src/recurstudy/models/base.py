@@ -476,7 +476,6 @@ def design(formula: str, data: pd.DataFrame, *, intercept: bool) -> tuple[pd.Dat
     # The columns of each formula term (a factor has several), for tests by term (cox.zph):
     # kept with the matrix so that no caller builds the design a second time.
     X.attrs["terms"] = {
-        str(term): [c for c in all_cols[sl] if c in X.columns]
-        for term, sl in term_slices.items()
+        str(term): [c for c in all_cols[sl] if c in X.columns] for term, sl in term_slices.items()
     }
     return X, list(X.columns)
