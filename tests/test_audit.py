@@ -323,3 +323,24 @@ def test_manifest_paths_are_checked_strictly():
         check("k", "../x", leading_up=False)
     with pytest.raises(audit_module.ManifestError, match="under results/ or reports/"):
         check("k", "logs/x.log", leading_up=False, under=("results", "reports"))
+
+
+def test_relpath_keeps_links_as_given(tmp_path, monkeypatch):
+    """Provenance paths: a table reached through a link in the run folder is recorded where the
+    config names it; an absolute config path through a linked folder is recorded inside the run
+    folder; a table genuinely beside the run folder keeps its '..'."""
+    from recurstudy.provenance import _relpath
+
+    real = tmp_path / "real"
+    run = real / "run"
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "p.csv").write_text("id\n")
+    run.mkdir(parents=True)
+    (run / "cohort").symlink_to(tmp_path / "shared")
+    (run / "config.yaml").write_text("data: {}\n")
+    (real / "beside.csv").write_text("id\n")
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.chdir(run)  # as workflow/scripts/manifest.py runs
+    assert _relpath(Path(".") / "cohort/p.csv", ".") == "cohort/p.csv"
+    assert _relpath(tmp_path / "link/run/config.yaml", ".") == "config.yaml"
+    assert _relpath(Path(".") / "../beside.csv", ".") == "../beside.csv"
