@@ -47,6 +47,7 @@ def _audit(args: argparse.Namespace) -> int:
         cores=args.cores,
         snakefile=args.snakefile,
         keep=args.keep,
+        rerun=not args.no_rerun,
     )
 
 
@@ -106,8 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--date", help="the lock date (YYYY-MM-DD; default: today, UTC)")
     pl.set_defaults(func=_plan)
 
-    aud = sub.add_parser("audit", help="re-run the workflow from a manifest and compare hashes")
+    aud = sub.add_parser(
+        "audit",
+        help="check a run folder against its manifest, re-run the workflow and compare hashes",
+        description="Check a run folder's inputs and outputs against its manifest, then re-run "
+        "the workflow from the inputs in a temporary folder and check the re-run. Exit 0: "
+        "everything matches; 1: differences (every file named); 2: the manifest is refused.",
+    )
     aud.add_argument("manifest", help="reports/manifest.json of a run")
+    aud.add_argument(
+        "--no-rerun",
+        action="store_true",
+        help="only the fast check: the run folder's inputs and outputs against the manifest",
+    )
     aud.add_argument("--cores", type=int, default=2)
     aud.add_argument("--directory", help="run directory (default: the manifest's ../..)")
     aud.add_argument("--snakefile", help="Snakefile to re-run (default: this installation's)")

@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,34 @@ def file_entry(path: str, base: str | Path) -> dict[str, Any]:
 
 
 def _relpath(path: str | Path, start: str | Path) -> str:
-    return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+    """`path` relative to `start`, as given: symbolic links are not followed, so that a table
+    reached through a link inside the run folder (``cohort/`` a link to shared storage) is
+    recorded where the config names it, and an audit finds it there. Only when the path as given
+    lies outside `start` is the resolved form tried (an absolute config path through a linked
+    ``/tmp``), and taken if that one lies inside."""
+    given = os.path.relpath(os.path.abspath(path), os.path.abspath(start))
+    if given.split(os.sep)[0] != os.pardir:
+        return Path(given).as_posix()
+    resolved = os.path.relpath(Path(path).resolve(), Path(start).resolve())
+    return Path(resolved if resolved.split(os.sep)[0] != os.pardir else given).as_posix()
+
+
+def writable_problem(folder: str | Path) -> str | None:
+    """None when a file can be created in `folder`, else one line naming the folder and saying
+    it is not writable (why, in the system's words). It tries to create a file rather than ask
+    ``os.access``, which says yes to root even on a read-only or immutable folder."""
+    folder = Path(folder).absolute()
+    try:
+        fd, name = tempfile.mkstemp(prefix=".recurstudy-write-check-", dir=folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return (
+            f"the run folder {folder} is not writable ({reason}): every output goes under it; "
+            "make it writable or run on a copy"
+        )
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 def build_manifest(

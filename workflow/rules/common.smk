@@ -8,6 +8,7 @@ from recurstudy.config import ConfigError, validate_config
 from recurstudy.contract import DATASETS
 from recurstudy.models import get_model, model_specs
 from recurstudy.plan import plan_path
+from recurstudy.provenance import writable_problem
 from recurstudy.power import (
     PAIN_METRICS,
     POWER_METRICS,
@@ -27,6 +28,14 @@ from recurstudy.settings import (
 # job on 3.6M intervals took 4.6 s with it and 3.2 s without (benchmarks/run.py, 2 cores). The
 # jobs inherit this; a value set by the user wins.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
+# A run folder where nothing can be written (read-only mount, archived copy): one line, before
+# Snakemake fails creating .snakemake/ with a PermissionError traceback. The working directory is
+# the run folder (--directory) when this runs.
+_unwritable = writable_problem(os.getcwd())
+if _unwritable:
+    sys.stderr.write(f"recurstudy: {_unwritable}\n")
+    sys.exit(1)
 
 if not config:
 
