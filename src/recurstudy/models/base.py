@@ -440,10 +440,23 @@ def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
     return ModelResult(pd.DataFrame([row], columns=TIDY_COLUMNS), converged=False, message=message)
 
 
+# Set (to anything but "" or "0") to make an unexpected exception inside a model's fit propagate
+# instead of becoming the model's failed row: the test suite sets it (tests/conftest.py), so that
+# a bug fails loudly there, while a study's run records it and goes on with the other models.
+STRICT_FITS_ENV = "RECURSTUDY_STRICT_FITS"
+
+
+def strict_fits() -> bool:
+    """Whether unexpected errors in a fit propagate (see :data:`STRICT_FITS_ENV`)."""
+    import os
+
+    return os.environ.get(STRICT_FITS_ENV, "") not in ("", "0")
+
+
 def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
     """Run ``fit(spec, **data)`` with numerical warnings silenced (convergence warnings are
     recorded inside the fits and become converged = False) and any unexpected error returned as
-    a failed result."""
+    a failed result (raised instead under :data:`STRICT_FITS_ENV`)."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         try:
@@ -451,6 +464,8 @@ def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
         except NotEstimable as exc:
             return exc.result(spec)
         except Exception as exc:  # a data problem we did not foresee is still a result
+            if strict_fits():
+                raise
             return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
 
 
