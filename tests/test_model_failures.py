@@ -213,3 +213,69 @@ def test_monotone_fixture_script_is_committed_beside_its_output():
     for key, fit in ref["fits"].items():
         assert f'add("{key}"' in script
         assert fit["call"] in script
+
+
+# ----------------------------------------------------------------- the whole workflow
+
+
+@pytest.mark.workflow
+def test_workflow_on_no_episode_arm_cohort_reports_models_not_estimable(tmp_path):
+    """The issue's case end to end: no episode in the intervention arm.  The run ends with a
+    report; every ratio model is a failed row with its reason, the report says so, and no
+    claim or sensitivity analysis is "supported" by a diverged fit."""
+    from conftest import run_workflow
+
+    run = tmp_path / "run"
+    shutil.copytree(HERE / "bad_inputs" / "degenerate_one_arm_no_episodes", run / "cohort")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["data"] = {
+        "participants": "cohort/participants.csv",
+        "episodes": "cohort/episodes.csv",
+    }
+    config["covariates"] = {"age": "numeric"}
+    config["adjust_for"] = ["age"]
+    config["claims"] = [
+        *config["claims"],
+        {
+            "id": "hazard_68",
+            "statement": "The intervention cut the episode rate by 68%.",
+            "metric": "hazard_reduction",
+            "model": "andersen_gill",
+            "claimed": 0.68,
+        },
+    ]
+    config["power"] = {
+        "replicates": 4,
+        "chunk_size": 4,
+        "mde_grid": [0.3, 0.6],
+        "grid_replicates": 2,
+        "pain_replicates": 2,
+    }
+    config["bootstrap"] = {"replicates": 4, "chunk_size": 4, "bca": False}
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = run_workflow(run)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-6000:]
+
+    est = pd.read_csv(run / "results/estimates.csv")
+    eff = est[est["term"] == ARM].set_index("model")
+    for name in ("cox_first_episode", "andersen_gill", "pwp_total_time", "pwp_gap_time"):
+        for model in (name, f"{name}_adjusted"):
+            assert not bool(eff.loc[model, "converged"]), model
+            assert "no episodes in arm intervention" in eff.loc[model, "message"], model
+    for model in ("frailty_cox", "ghosh_lin", "joint_frailty", "negbin_rate"):
+        assert (
+            not bool(eff.loc[model, "converged"]) and "not estimable" in eff.loc[model, "message"]
+        )
+    assert not eff["converged"].astype(bool).any(), eff[["estimate", "converged", "message"]]
+
+    claims = pd.read_csv(run / "results/claims.csv")
+    assert set(claims["verdict"]) == {"not estimable"}, claims[["claim_id", "verdict"]]
+    assert claims["reason"].str.contains("gave no estimate").all()
+    agreement = pd.read_csv(run / "results/sensitivity/agreement.csv")
+    assert "supported" not in set(agreement.get("verdict", pd.Series(dtype=str)).astype(str))
+
+    html = (run / "reports/report.html").read_text(encoding="utf-8")
+    assert "not estimable" in html
+    assert "no episodes in arm intervention" in html
+    assert ">supported<" not in html

@@ -384,6 +384,10 @@ def coxph_fit(
 
     Returns a :class:`CoxFit`.  Problems with the fit (no events, singular X, infinite
     coefficients, non-convergence) are reported in ``message``; malformed input raises ValueError.
+    A coefficient on a monotone likelihood keeps ``converged`` as R reports it, and is flagged in
+    ``infinite`` (R's "Loglik converged before variable j" test) and ``no_event_level`` (every
+    event at the covariate's lowest or highest value): see :mod:`recurstudy.models.monotone`;
+    the models turn either into :class:`~recurstudy.models.base.NotEstimable`.
     """
     if ties not in ("efron", "breslow"):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")

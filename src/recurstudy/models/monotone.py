@@ -39,8 +39,17 @@ model's failed row with the reason), never as a converged estimate:
    events only within risk sets), which test 1 does.
 
 R's ``coxph(... + frailty(id))`` (coxpenal.fit) has no such warning; the frailty model applies
-test 2 and test 1 to the fixed effects' Newton step of its final inner fit
-(:mod:`recurstudy.models.frailty`).
+test 2, and test 1 to the fixed effects' Newton step of its final inner fit with a tolerance of
+1e-3 instead of sqrt(eps), because its approximate information converges only linearly
+(:data:`recurstudy.models.frailty.FRAILTY_TOLER_INF`).  The Ghosh-Lin estimating equation
+(:mod:`recurstudy.models.ghosh_lin`) applies test 2, and test 1 to its last Newton step when it
+did not converge.  The joint frailty model has its own check of test 2's kind.  The dropout
+model of the IPCW weights (:mod:`recurstudy.models.ipcw`) is exempt: a dropout coefficient at
+-infinity (no informative dropout in one arm) puts the weights at their limit, which is right.
+
+Where a test fires, the model raises :class:`NotEstimable` through :func:`raise_if_monotone`, so
+power replicates and bootstrap resamples (which call :func:`recurstudy.models.fit_spec`) count
+the fit as not converged.
 """
 
 from __future__ import annotations
