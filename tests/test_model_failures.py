@@ -73,6 +73,12 @@ def test_unexpected_error_is_the_models_failed_row_and_the_others_still_fit(boom
 
 
 def test_unexpected_error_fails_loudly_in_the_test_suite(boom, monkeypatch):
+    from recurstudy.models.base import strict_fits
+
+    monkeypatch.delenv(STRICT_FITS_ENV, raising=False)
+    assert strict_fits()  # this process (tests/conftest.py); workflows it starts are not
+    with pytest.raises(ZeroDivisionError, match="nobody foresaw"):
+        fit_spec(ModelSpec("exploding", "test_boom"), {"counts": _counts()})
     monkeypatch.setenv(STRICT_FITS_ENV, "1")
     with pytest.raises(ZeroDivisionError, match="nobody foresaw"):
         fit_spec(ModelSpec("exploding", "test_boom"), {"counts": _counts()})

@@ -129,7 +129,8 @@ def fit_spec(spec: ModelSpec, data: dict[str, pd.DataFrame | None]) -> ModelResu
     row carries its reason).  Any other exception is a bug or a data problem nobody foresaw: it
     is logged with its traceback and also becomes the failed row (``failed: <type>: <message>``),
     so that the other models, the claims and the report still run and say which model failed
-    and why; with ``RECURSTUDY_STRICT_FITS`` set (the test suite sets it) it propagates instead.
+    and why; in strict mode (:func:`recurstudy.models.base.strict_fits`: the test suite's
+    process, or ``RECURSTUDY_STRICT_FITS=1``) it propagates instead.
     """
     model = get_model(spec.kind)
     missing = [d for d in model.datasets if data.get(d) is None]

@@ -440,17 +440,23 @@ def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
     return ModelResult(pd.DataFrame([row], columns=TIDY_COLUMNS), converged=False, message=message)
 
 
-# Set (to anything but "" or "0") to make an unexpected exception inside a model's fit propagate
-# instead of becoming the model's failed row: the test suite sets it (tests/conftest.py), so that
-# a bug fails loudly there, while a study's run records it and goes on with the other models.
+# Set to "1" to make an unexpected exception inside a model's fit propagate instead of becoming
+# the model's failed row ("0": never); unset, :data:`STRICT_FITS_DEFAULT` decides.  A study's run
+# records the error and goes on with the other models; the test suite turns the default on in
+# its own process (tests/conftest.py), so that a bug fails its test loudly, while the workflows
+# it starts run as a study's run does.
 STRICT_FITS_ENV = "RECURSTUDY_STRICT_FITS"
+STRICT_FITS_DEFAULT = False
 
 
 def strict_fits() -> bool:
     """Whether unexpected errors in a fit propagate (see :data:`STRICT_FITS_ENV`)."""
     import os
 
-    return os.environ.get(STRICT_FITS_ENV, "") not in ("", "0")
+    value = os.environ.get(STRICT_FITS_ENV, "")
+    if value == "":
+        return STRICT_FITS_DEFAULT
+    return value != "0"
 
 
 def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
