@@ -196,6 +196,17 @@ def test_cox_type_model_with_no_episodes_in_an_arm_is_not_estimable(name, kind, 
         assert table["n_events"].iloc[0] > 0
 
 
+@pytest.mark.parametrize("arm", ["intervention", "control"])
+def test_ipcw_negbin_with_no_episodes_in_an_arm_says_so(arm):
+    """Its unweighted glm.nb (theta) had raised a singular-matrix error, or said only that it
+    did not converge."""
+    res = fit_spec(ModelSpec("ipcw_negbin", "ipcw_negbin"), _degenerate_data(arm))
+    assert not res.converged
+    assert (
+        res.message == f"no episodes in the {arm} arm: the rate ratio is not estimable (separation)"
+    )
+
+
 def test_cox_message_cites_r_and_frailty_does_not_claim_r_warns():
     data = _degenerate_data("intervention")
     ag = fit_spec(ModelSpec("andersen_gill", "andersen_gill"), data)
@@ -239,3 +250,25 @@ def test_sites_and_bootstrap_do_not_count_a_diverged_fit():
     row = site_effect(spec, "north", participants, data, min_cell=1)
     assert not bool(row["estimable"].iloc[0])
     assert "no episodes in arm intervention" in row["message"].iloc[0]
+
+
+@pytest.mark.parametrize("arm", ["intervention", "control"])
+def test_every_kind_with_no_episodes_in_an_arm_fails_cleanly(arm):
+    """Every registered kind (strict mode: an unexpected error fails this test): an effect
+    model's row is failed with a reason that says what is not estimable; nothing raises."""
+    from recurstudy.models import _load_all
+    from recurstudy.models.base import REGISTRY
+
+    _load_all()
+    data = _degenerate_data(arm)
+    for kind in sorted(k for k in REGISTRY if not k.startswith("test_")):
+        for formula in ("arm", "arm + age"):
+            res = fit_spec(ModelSpec(kind, kind, formula), data)
+            if kind == "kaplan_meier":  # descriptive: curves per arm, a log-rank test
+                assert res.converged
+                continue
+            assert not res.converged, (kind, formula)
+            assert "not estimable" in res.message or res.message.startswith("skipped: no"), (
+                kind,
+                res.message,
+            )

@@ -632,6 +632,13 @@ class IPCWNegBin(_IPCWModel):
         counts = per.first().drop(columns=["event", "start", "stop"]).reset_index()
         y_c = per["event"].sum().to_numpy(dtype=float)
         exposure = (per["stop"].sum() - per["start"].sum()).to_numpy(dtype=float)
+        arm_c = counts["arm"].astype(str).to_numpy()
+        for label in (spec.arms["control"], spec.arms["intervention"]):
+            if y_c[arm_c == label].sum() == 0:  # as negbin: no root of the score equations
+                raise NotEstimable(
+                    f"no episodes in the {label} arm: the rate ratio is not estimable (separation)",
+                    **counts_kw,
+                )
         Xc, _ = design(spec.formula, counts, intercept=True)
         theta, _, ok = glm_nb_theta(Xc.to_numpy(), y_c, np.log(exposure))
         if not ok or not np.isfinite(theta) or theta <= 0:
