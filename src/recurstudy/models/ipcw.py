@@ -419,7 +419,8 @@ class _IPCWModel(Model):
         arms = (spec.arms["control"], spec.arms["intervention"])
         present = set(cp["arm"].dropna().astype(str))
         if not all(a in present for a in arms):
-            raise NotEstimable(f"only one arm in the data ({', '.join(sorted(present))})", **counts)
+            listed = ", ".join(sorted(present)) or "none"
+            raise NotEstimable(f"only one arm in the data ({listed})", **counts)
         opts = spec.options
         reasons = opts.get("informative_dropout") or list(DEFAULT_INFORMATIVE)
         covs = opts.get("dropout_covariates")
