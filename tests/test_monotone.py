@@ -272,3 +272,16 @@ def test_every_kind_with_no_episodes_in_an_arm_fails_cleanly(arm):
                 kind,
                 res.message,
             )
+
+
+def test_a_covariate_flagged_only_by_rs_test_names_it():
+    """R's test alone (every event at the highest z of its own risk set): the failed row names
+    z, not the arm."""
+    from recurstudy.models.monotone import monotone_reasons
+
+    fit = _engine_fit("first_z_within_risk_sets")
+    spec = ModelSpec("cox_first_episode", "cox", "arm + z")
+    reasons = monotone_reasons(spec, [ARM, "z"], fit.infinite, fit.no_event_level)
+    assert len(reasons) == 1
+    assert reasons[0].startswith("the hazard ratio for z is not estimable: the likelihood")
+    assert "R's coxph test for an infinite coefficient" in reasons[0]

@@ -159,15 +159,11 @@ def monotone_reasons(
             )
         elif bool(infinite[j]):
             term_name = "arm" if term == spec.intervention_term else term
-            said = (
-                f"; R's {r_name} warns 'Loglik converged before variable {j + 1}; coefficient "
-                "may be infinite'"
-                if r_name
-                else ""
-            )
+            said = f"; R's {r_name} test for an infinite coefficient" if r_name else ""
             reasons.append(
                 f"the {measure} for {term_name} is not estimable: the likelihood still rises as "
-                f"its coefficient grows without bound (monotone likelihood{said})"
+                "its coefficient grows without bound (monotone likelihood: the Newton step left "
+                f"at the end of the fit is not small against the coefficient{said})"
             )
     return reasons
 
