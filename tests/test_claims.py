@@ -366,3 +366,14 @@ def test_power_replicates_recover_the_claimed_ratio(exclude):
     mean, mcse = ok["estimate"].mean(), ok["estimate"].std(ddof=1) / math.sqrt(len(ok))
     assert abs(mean - math.log(0.32)) < 3 * mcse, (math.exp(mean), mcse)
     assert mcse < 0.02  # precise enough that the old mismatch (~0.1) would fail
+
+
+def test_reduction_of_a_ratio_beyond_float_range():
+    """A converged fit with a huge SE (a diverging coefficient) gives an interval bound beyond
+    float range: -inf as a reduction, not an OverflowError that stops the claims job."""
+    from recurstudy.claims import interval, to_reduction
+
+    assert to_reduction(800.0, "log_ratio") == -math.inf
+    lo, hi = interval(-0.5, 2e6, 1.96, "log_ratio")
+    assert lo == -math.inf and hi == 1.0
+    assert to_reduction(math.log(0.32), "log_ratio") == pytest.approx(0.68)

@@ -304,16 +304,18 @@ def test_rates_table_and_first_screen():
         {"claim_id": ["c1", "c1"], "model": ["ag", "ag_adjusted"], "agrees": [True, False],
          "title": ["Andersen-Gill (all episodes)"] * 2}
     )  # fmt: skip
-    md = text.first_screen(
-        claims, rates, CONFIG, agreement=agreement, strategies={"c1": "STRATEGY SENTENCE."}
+    strategy = text.intercurrent_sentence(
+        {"intercurrent_strategy": "death (terminal event): while alive (the model's rate)"}
     )
+    md = text.first_screen(claims, rates, CONFIG, agreement=agreement, strategies={"c1": strategy})
     seen = _visible(md)
+    # escaped once, for Markdown: the reader sees the text, no backslash or entity
+    assert "death (terminal event): while alive (the model's rate)." in seen
     assert "Primary claim (c1)" in seen and "reduced by 50%" in seen
     assert "60% reduction (95% CI 40% to 70%)" in seen
     assert "Verdict: supported, because the 90% interval lies within" in seen
-    assert "STRATEGY SENTENCE." in seen
     assert "1 of 2 sensitivity models agree" in seen
-    assert "not: Andersen-Gill (all episodes), adjusted" in seen
+    assert "not: Andersen-Gill (all episodes), adjusted." in seen
     assert "30.0 per 100 participant-months" in seen and "per participant-year" in seen
     assert "Rate ratio, intervention vs control: 0.33" in seen
     assert "240.0 episodes prevented per 100 participant-years" in seen  # (3.6-1.2)*100
@@ -656,7 +658,12 @@ def test_text_from_config_is_escaped():
         text.title_markdown(config),
         text.summary_paragraph(flow, claims, counts, config),
         text.first_screen(
-            claims, rate_summary(counts, config), config, strategies={"c1": f"strategy {HOSTILE}"}
+            claims,
+            rate_summary(counts, config),
+            config,
+            strategies={
+                "c1": text.intercurrent_sentence({"intercurrent_strategy": f"strategy {HOSTILE}"})
+            },
         ),
         text.methods_paragraph(config),
     ):

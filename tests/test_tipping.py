@@ -283,3 +283,33 @@ def test_rule_on_the_demo(tmp_path):
     assert list(table.columns) == TIPPING_COLUMNS
     assert list(table["delta"]) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
     assert (table["imputations"] == 20).all() and table["verdict"].notna().all()
+
+
+def test_cohort_without_end_reason_gets_a_row_saying_why():
+    """end_reason is optional in the contract (e.g. survival::cgd): no dropout can be told
+    apart, so the analysis is not done, with the reason, and the summary never says "no
+    change over the grid"."""
+    data = demo()
+    data["participants"] = data["participants"].drop(columns="end_reason")
+    table = tipping_point(config(imputations=2), SPECS, data)
+    assert list(table.columns) == TIPPING_COLUMNS
+    assert set(table["verdict"]) == {"not done"}
+    assert table["note"].str.contains("no end_reason column").all()
+    summary = tipping_summary(table)
+    assert summary["tipping_point"].str.contains("not done: the participants table").all()
+    assert not summary["tipping_point"].str.contains("no change").any()
+
+
+def test_imputation_model_that_fails_gives_rows_saying_why(monkeypatch):
+    """A tiny cohort whose crude glm.nb does not converge: 'not estimable' rows with the reason
+    (the workflow goes on), not an exception."""
+    import recurstudy.tipping as tipping
+
+    def fails(counts, arms):
+        raise ValueError("the imputation model (crude glm.nb) did not converge")
+
+    monkeypatch.setattr(tipping, "_control_rate", fails)
+    table = tipping_point(config(imputations=2), SPECS, demo())
+    assert set(table["verdict"]) == {"not estimable"}
+    assert table["note"].str.contains("did not converge").all()
+    assert tipping_summary(table)["tipping_point"].str.startswith("not estimable").all()

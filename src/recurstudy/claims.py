@@ -100,13 +100,14 @@ CLAIM_COLUMNS = [
 
 _Z95 = float(stats.norm.ppf(0.975))
 _Z90 = float(stats.norm.ppf(0.95))
+_LOG_MAX = math.log(np.finfo(float).max)
 
 
 def to_reduction(x: float, scale: str) -> float:
     """A working-scale value as a reduction: ``1 - exp(x)`` for a log ratio, ``x`` itself for a
     reduction (decreasing in `x` on the log-ratio scale)."""
-    if scale == "log_ratio":
-        return 1.0 - math.exp(x)
+    if scale == "log_ratio":  # a ratio beyond float range (a diverging fit's bound): -inf
+        return 1.0 - math.exp(x) if x < _LOG_MAX else -math.inf
     return float(x)
 
 

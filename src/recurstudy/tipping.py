@@ -358,9 +358,31 @@ def tipping_point(
     if not todo:
         return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
 
-    planned = planned_end(cp, participants, tp.get("planned_followup_days"))
-    drop = informative_dropouts(cp, participants, reasons, planned)
-    log_rate, se_rate, theta = _control_rate(counts, arms)
+    if "end_reason" not in participants.columns:  # optional in the data contract
+        note = (
+            "not done: the participants table has no end_reason column, so informative "
+            "dropouts cannot be told from administrative censoring"
+        )
+        for claim, spec, _ in todo:
+            rows.append(
+                {"claim_id": claim["id"], "model": spec.name, "verdict": "not done", "note": note}
+            )
+        return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
+    try:
+        planned = planned_end(cp, participants, tp.get("planned_followup_days"))
+        drop = informative_dropouts(cp, participants, reasons, planned)
+        log_rate, se_rate, theta = _control_rate(counts, arms)
+    except ValueError as exc:  # e.g. a tiny cohort whose imputation model does not converge
+        for claim, spec, _ in todo:
+            rows.append(
+                {
+                    "claim_id": claim["id"],
+                    "model": spec.name,
+                    "verdict": "not estimable",
+                    "note": f"not estimable: {exc}",
+                }
+            )
+        return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
 
     def fit(spec: ModelSpec, model: Any, datasets: Mapping[str, pd.DataFrame]) -> Any:
         return fit_spec(spec, {d: datasets[d] for d in model.datasets})
@@ -436,19 +458,21 @@ def tipping_summary(table: pd.DataFrame) -> pd.DataFrame:
     for cid, g in table.groupby("claim_id", sort=False):
         tip = g["tipping_delta"].iloc[0]
         grid = g["delta"].dropna()
-        span = f"{grid.min():g} to {grid.max():g}" if len(grid) else ""
+        if not len(grid):  # not done or not estimable: say why, never "no change"
+            notes = g["note"].dropna().astype(str)
+            what = notes.iloc[0] if len(notes) else str(g["verdict"].iloc[0])
+        elif isinstance(tip, float) and math.isfinite(tip):
+            changed = g.loc[g["delta"] == tip, "verdict"].iloc[0]
+            what = f"verdict changes at delta = {tip:g} ({changed})"
+        else:
+            what = f"no change over the grid ({grid.min():g} to {grid.max():g})"
         out.append(
             {
                 "claim_id": cid,
                 "model": g["model"].iloc[0],
                 "reference_verdict": g["reference_verdict"].iloc[0],
                 "tipping_delta": tip,
-                "tipping_point": (
-                    f"verdict changes at delta = {tip:g} "
-                    f"({g.loc[g['delta'] == tip, 'verdict'].iloc[0]})"
-                    if isinstance(tip, float) and math.isfinite(tip)
-                    else f"no change over the grid ({span})"
-                ),
+                "tipping_point": what,
             }
         )
     return pd.DataFrame(out)

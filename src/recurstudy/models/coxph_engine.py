@@ -91,6 +91,9 @@ class CoxFit:
     linear_predictors: np.ndarray | None = None  # (x - means) @ coef, input row order
     score_residuals: np.ndarray | None = None  # (n, p), input row order, R's type = "score"
     n_clusters: int | None = None
+    # The unweighted, unstratified risk sets of the fit, for tests on the same rows (cox.zph)
+    # to reuse rather than sort 3.6M intervals again; None when the fit has strata or weights.
+    risksets: RiskSets | None = field(default=None, repr=False, compare=False)
     ties: str = "efron"
     # Monotone likelihood (see recurstudy.models.monotone).  infinite: R's "Loglik converged
     # before variable j; coefficient may be infinite" test, per coefficient (for a fit that ran
@@ -567,6 +570,8 @@ def coxph_fit(
         infinite=infinite,
         no_event_level=no_event,
     )
+    if n_strata == 1 and w_a is None:
+        fit.risksets = rs
     lp = xc @ np.nan_to_num(coef)
     if off_a is not None:
         lp = lp + off_a  # R's linear.predictors include the offset

@@ -77,7 +77,7 @@ def agreement_sentence(agreement: pd.DataFrame | None, claim_id: str) -> str:
         "interval)"
     )
     if others:
-        text += f"; not: {', '.join(others)}"
+        text += f"; not: {'; '.join(others)}"  # model titles contain commas
     return text + "."
 
 
@@ -212,8 +212,8 @@ def first_screen(
     for r in claims.itertuples(index=False):
         sentence = _claim_sentence(r, words, titles, arms)
         strategy = (strategies or {}).get(str(r.claim_id))
-        if strategy:  # helper B: the intercurrent-event strategy of this claim's estimand
-            sentence += f" {md_text(strategy)}"
+        if strategy:  # Markdown already escaped by intercurrent_sentence: not escaped twice
+            sentence += f" {strategy}"
         agreeing = agreement_sentence(agreement, str(r.claim_id))
         if agreeing:
             sentence += f" Sensitivity: {agreeing}"
