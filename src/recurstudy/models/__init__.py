@@ -30,6 +30,7 @@ from recurstudy.models.base import (
     OptionError,
     failed,
     parse_options,
+    strict_fits,
 )
 from recurstudy.settings import OPTIONS_FROM_CONFIG
 
@@ -122,7 +123,15 @@ def described_models(config: dict[str, Any]) -> dict[str, ModelDescription]:
 
 
 def fit_spec(spec: ModelSpec, data: dict[str, pd.DataFrame | None]) -> ModelResult:
-    """Fit one model; a failure of any kind becomes a result with converged = False."""
+    """Fit one model; a failure of any kind becomes a result with converged = False.
+
+    :class:`NotEstimable` is the designed path (the data cannot estimate the model: the failed
+    row carries its reason).  Any other exception is a bug or a data problem nobody foresaw: it
+    is logged with its traceback and also becomes the failed row (``failed: <type>: <message>``),
+    so that the other models, the claims and the report still run and say which model failed
+    and why; in strict mode (:func:`recurstudy.models.base.strict_fits`: the test suite's
+    process, or ``RECURSTUDY_STRICT_FITS=1``) it propagates instead.
+    """
     model = get_model(spec.kind)
     missing = [d for d in model.datasets if data.get(d) is None]
     if missing:
@@ -134,6 +143,8 @@ def fit_spec(spec: ModelSpec, data: dict[str, pd.DataFrame | None]) -> ModelResu
     except NotEstimable as exc:  # the one error path: the reason becomes the failed row
         return exc.result(spec)
     except Exception as exc:  # the workflow goes on; the message says what went wrong
+        if strict_fits():
+            raise
         log.exception("model %s failed", spec.name)
         return failed(spec, f"failed: {type(exc).__name__}: {exc}")
 

@@ -440,10 +440,29 @@ def failed(spec: ModelSpec, message: str, **counts: int) -> ModelResult:
     return ModelResult(pd.DataFrame([row], columns=TIDY_COLUMNS), converged=False, message=message)
 
 
+# Set to "1" to make an unexpected exception inside a model's fit propagate instead of becoming
+# the model's failed row ("0": never); unset, :data:`STRICT_FITS_DEFAULT` decides.  A study's run
+# records the error and goes on with the other models; the test suite turns the default on in
+# its own process (tests/conftest.py), so that a bug fails its test loudly, while the workflows
+# it starts run as a study's run does.
+STRICT_FITS_ENV = "RECURSTUDY_STRICT_FITS"
+STRICT_FITS_DEFAULT = False
+
+
+def strict_fits() -> bool:
+    """Whether unexpected errors in a fit propagate (see :data:`STRICT_FITS_ENV`)."""
+    import os
+
+    value = os.environ.get(STRICT_FITS_ENV, "")
+    if value == "":
+        return STRICT_FITS_DEFAULT
+    return value != "0"
+
+
 def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
     """Run ``fit(spec, **data)`` with numerical warnings silenced (convergence warnings are
     recorded inside the fits and become converged = False) and any unexpected error returned as
-    a failed result."""
+    a failed result (raised instead under :data:`STRICT_FITS_ENV`)."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         try:
@@ -451,6 +470,8 @@ def quietly(fit, spec: ModelSpec, data: dict) -> ModelResult:
         except NotEstimable as exc:
             return exc.result(spec)
         except Exception as exc:  # a data problem we did not foresee is still a result
+            if strict_fits():
+                raise
             return failed(spec, f"{spec.kind} fit failed: {type(exc).__name__}: {exc}")
 
 

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recurstudy.models.monotone import no_event_levels, r_infinite
 from recurstudy.models.risksets import PartialLikelihood, RiskSets, strata_codes
 from recurstudy.models.variance import cluster_sums, sandwich
 
@@ -94,6 +95,22 @@ class CoxFit:
     # to reuse rather than sort 3.6M intervals again; None when the fit has strata or weights.
     risksets: RiskSets | None = field(default=None, repr=False, compare=False)
     ties: str = "efron"
+    # Monotone likelihood (see recurstudy.models.monotone).  infinite: R's "Loglik converged
+    # before variable j; coefficient may be infinite" test, per coefficient (for a fit that ran
+    # out of iterations: a standard error exploded relative to its coefficient).  no_event_level:
+    # per coefficient, the covariate value every event has when it is the covariate's lowest or
+    # highest and other values are at risk (e.g. 0 for the arm dummy with no episodes in the
+    # intervention arm), else NaN.
+    infinite: np.ndarray | None = None
+    no_event_level: np.ndarray | None = None
+
+    @property
+    def monotone(self) -> np.ndarray:
+        """Per coefficient: the likelihood is monotone in it (either test): not estimable."""
+        p = self.coef.shape[0]
+        inf = np.zeros(p, dtype=bool) if self.infinite is None else self.infinite
+        lev = np.full(p, np.nan) if self.no_event_level is None else self.no_event_level
+        return inf | np.isfinite(lev)
 
     @property
     def se(self) -> np.ndarray:
@@ -370,6 +387,10 @@ def coxph_fit(
 
     Returns a :class:`CoxFit`.  Problems with the fit (no events, singular X, infinite
     coefficients, non-convergence) are reported in ``message``; malformed input raises ValueError.
+    A coefficient on a monotone likelihood keeps ``converged`` as R reports it, and is flagged in
+    ``infinite`` (R's "Loglik converged before variable j" test) and ``no_event_level`` (every
+    event at the covariate's lowest or highest value): see :mod:`recurstudy.models.monotone`;
+    the models turn either into :class:`~recurstudy.models.base.NotEstimable`.
     """
     if ties not in ("efron", "breslow"):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
@@ -475,6 +496,7 @@ def coxph_fit(
 
     messages = []
     sing = np.diag(var) == 0
+    infinite = np.zeros(p, dtype=bool)
     if max_iter > 0 and info["rank"] < p and sing.any():
         coef = coef.copy()
         coef[sing] = np.nan
@@ -501,24 +523,33 @@ def coxph_fit(
             step = np.nan_to_num(u) @ np.nan_to_num(var)
             infs = (~sing) & ((se > 100 * (1 + np.abs(coef))) | ~np.isfinite(step))
             lp_max = float(np.max(xc @ np.nan_to_num(coef)))
+            infinite = infs
             if infs.any():
                 messages.append("coefficient may be infinite: " + ", ".join(np.array(names)[infs]))
             elif lp_max > 500:
                 messages.append("one or more coefficients may be infinite")
         elif converged:
-            step = np.abs(np.nan_to_num(u) @ np.nan_to_num(var))
-            ok = ~sing
-            if agfit:
-                infs = ~np.isfinite(u) | (step > toler_inf * (1 + np.abs(coef)))
-            else:
-                infs = ~np.isfinite(u) | ((step > eps) & (step > toler_inf * np.abs(coef)))
-            infs &= ok
+            # R's test (agreg.fit / coxph.fit; recurstudy.models.monotone, test 1)
+            infs = r_infinite(u, var, coef, agfit=agfit, eps=eps, toler_inf=toler_inf) & ~sing
+            infinite = infs
             if infs.any():
                 messages.append(
                     "loglik converged before variable(s) "
                     + ", ".join(np.array(names)[infs])
                     + "; coefficient may be infinite"
                 )
+
+    # Structural test (recurstudy.models.monotone, test 2): every event at a covariate's lowest
+    # (highest) value with other values at risk.  One pass over the event rows per column.
+    no_event = no_event_levels(xs, rs, prob.xs_ev)
+    lev = np.isfinite(no_event)
+    if lev.any():
+        no_event[lev] = Xa[rs.ev_pos[0], lev]  # the value on the covariate's own scale
+        messages.append(
+            "every event at the lowest or highest value of "
+            + ", ".join(np.array(names)[lev])
+            + ": coefficient is infinite (monotone likelihood)"
+        )
 
     fit = CoxFit(
         coef=coef,
@@ -536,6 +567,8 @@ def coxph_fit(
         u=u,
         means=means,
         ties=ties,
+        infinite=infinite,
+        no_event_level=no_event,
     )
     if n_strata == 1 and w_a is None:
         fit.risksets = rs

@@ -72,6 +72,7 @@ from recurstudy.models.base import (
     tidy,
 )
 from recurstudy.models.coxph_engine import _cholesky2, _chsolve2
+from recurstudy.models.monotone import no_event_levels, raise_if_monotone
 from recurstudy.models.risksets import PartialLikelihood, RiskSets
 
 __all__ = ["FrailtyFit", "frailty_cox_fit"]
@@ -79,6 +80,13 @@ __all__ = ["FrailtyFit", "frailty_cox_fit"]
 ID = "participant_id"
 _TOLER_CHOL = float(np.finfo(float).eps ** 0.75)  # coxph.control()$toler.chol
 _WTEST_TOLER = 1e-9  # coxph.wtest's default toler.chol
+# The infinite-coefficient test on the penalised fit (recurstudy.models.monotone, test 1): flag
+# a fixed effect whose remaining Newton step exceeds this times (1 + |beta|).  Not R's toler.inf
+# (sqrt(1e-9) = 3.2e-5): the inner loop's sparse (approximate) information makes Newton-Raphson
+# converge linearly, and on the R fixtures (tests/fixtures/frailty) the step left at
+# convergence reaches 3.2e-6 (1 + |beta|), a tenth of R's tolerance; on a monotone likelihood it
+# stays near one unit.  1e-3 sits 300 times above the first and 1000 times below the second.
+FRAILTY_TOLER_INF = 1e-3
 
 
 @dataclass
@@ -112,6 +120,12 @@ class FrailtyFit:
     inner_failed: list[int] = field(
         default_factory=list
     )  # outer iterations whose inner loop ran out
+    # Monotone likelihood (recurstudy.models.monotone): per fixed effect, the remaining Newton
+    # step of the final inner fit exceeds toler.inf * (1 + |beta|) (R's agreg.fit test, applied
+    # to the penalised fit; R's coxpenal.fit has none), and the covariate value every event has
+    # when it is the covariate's lowest or highest with other values at risk (else NaN).
+    infinite: np.ndarray | None = None
+    no_event_level: np.ndarray | None = None
 
     @property
     def se(self) -> np.ndarray:
@@ -348,6 +362,8 @@ class _Inner:
     converged: bool
     ch: _Chol3
     pen2: np.ndarray
+    u_w: np.ndarray  # score at the final point (frailties, fixed effects), penalty included
+    u_b: np.ndarray
 
 
 def _inner(prob: _FrailtyProblem, beta, w, theta, maxiter, eps, toler) -> _Inner:
@@ -380,7 +396,7 @@ def _inner(prob: _FrailtyProblem, beta, w, theta, maxiter, eps, toler) -> _Inner
             oldbeta, oldw = beta.copy(), w.copy()
             beta = beta + sb
             w = w + sw
-    return _Inner(beta, w, newlk, pl, it, converged, ch, pen2)
+    return _Inner(beta, w, newlk, pl, it, converged, ch, pen2, u_w, u_b)
 
 
 def gammacon(d: np.ndarray, nu: float) -> float:
@@ -468,6 +484,7 @@ def frailty_cox_fit(
     iter_max: int = 20,
     outer_max: int = 10,
     toler_chol: float = _TOLER_CHOL,
+    toler_inf: float = FRAILTY_TOLER_INF,
     names: Sequence[str] | None = None,
     terms: dict[str, list[int]] | None = None,
 ) -> FrailtyFit:
@@ -639,6 +656,16 @@ def frailty_cox_fit(
     pval = float(stats.chi2.sf(chisq, max(df_frail, 0.5)))
     pl_final = res.newlk + (0.0 if th == 0 else -float(np.sum(frail)) / th)
 
+    # Monotone likelihood in a fixed effect (recurstudy.models.monotone): the structural test,
+    # and R's agreg.fit test on the Newton step the final inner fit would still take.
+    no_event = no_event_levels(xc, prob.rs)
+    lev = np.isfinite(no_event)
+    no_event[lev] = Xa[prob.ev[0], lev]
+    _, step_b = _chsolve3(ch, res.u_w, res.u_b)
+    infinite = ~sing & (
+        ~np.isfinite(res.u_b) | (np.abs(step_b) > toler_inf * (1.0 + np.abs(res.beta)))
+    )
+
     converged = bool(done)
     if inner_failed:
         message.append(
@@ -683,6 +710,8 @@ def frailty_cox_fit(
         method=method,
         names=names,
         inner_failed=inner_failed,
+        infinite=infinite,
+        no_event_level=no_event,
     )
 
 
@@ -790,6 +819,10 @@ class FrailtyCox(Model):
         )
         if not np.isfinite(fit.theta):
             raise NotEstimable(fit.message, **counts)
+        # A fixed effect running off to infinity (e.g. no episodes in one arm): the failed row.
+        raise_if_monotone(
+            spec, names, fit.infinite, fit.no_event_level, counts, X.to_numpy(), r_name=None
+        )
         messages = [fit.message] if fit.message else []
         converged = fit.converged
         if _boundary(fit):

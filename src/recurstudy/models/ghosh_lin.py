@@ -79,6 +79,7 @@ from recurstudy.models.base import (
     register,
     tidy,
 )
+from recurstudy.models.monotone import TOLER_INF, no_event_levels, raise_if_monotone
 from recurstudy.models.risksets import RiskSets, strata_codes
 from recurstudy.models.variance import cluster_sums
 
@@ -216,6 +217,12 @@ class GhoshLinFit:
     dmu0: np.ndarray  # baseline mean increments d_j / S0(t_j)
     n_deaths: int
     n_censored: int
+    # Monotone estimating equation (recurstudy.models.monotone): per coefficient, the last
+    # Newton step of a fit that did not converge still exceeds toler.inf * (1 + |beta|), and the
+    # covariate value every episode has when it is the covariate's lowest or highest with other
+    # values at risk (else NaN).
+    infinite: np.ndarray | None = None
+    no_event_level: np.ndarray | None = None
 
 
 def ghosh_lin_regression(
@@ -269,6 +276,9 @@ def ghosh_lin_regression(
     pos_dead = np.searchsorted(jt, exit[dead], side="right")  # episode times t > D_i
     G_minus = G.before(jt)  # (n_cs, T): G_c(t_j-)
 
+    # Every episode at a covariate's lowest (highest) value: the score of its coefficient is
+    # negative (positive) everywhere, the same structure as a Cox partial likelihood.
+    no_event = no_event_levels(X, rs)
     ev_X = np.zeros((T, p))
     for j in range(p):
         ev_X[:, j] = np.bincount(ev_t, weights=X[ev, j], minlength=T)
@@ -303,6 +313,7 @@ def ghosh_lin_regression(
         return r, shift, S0, S1, S2
 
     beta = np.zeros(p)
+    step = np.zeros(p)
     converged = False
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
@@ -372,6 +383,8 @@ def ghosh_lin_regression(
         dmu0=dmu * np.exp(-shift),
         n_deaths=int(dead.size),
         n_censored=int(censored.sum()),
+        infinite=(not converged) & (np.abs(step) > TOLER_INF * (1.0 + np.abs(beta))),
+        no_event_level=no_event,
     )
 
 
@@ -587,6 +600,28 @@ class GhoshLin(Model):
             if spec.options.get("censoring_strata") == "arm"
             else None
         )
+        n_used = {
+            "n_participants": int(used[ID].nunique()),
+            "n_events": int((used["status"] == EPISODE).sum()),
+        }
+        # Every episode at a covariate's lowest or highest value (no episodes in one arm...):
+        # the estimating equation has no root (recurstudy.models.monotone), before Newton-
+        # Raphson runs into a singular information matrix.
+        episode_sets = RiskSets(
+            used["exit"].to_numpy(float),
+            used["status"].to_numpy() == EPISODE,
+            start=used["entry"].to_numpy(float),
+        )
+        raise_if_monotone(
+            spec,
+            names,
+            None,
+            no_event_levels(X.to_numpy(), episode_sets),
+            n_used,
+            X.to_numpy(),
+            measure="ratio of marginal means",
+            r_name=None,
+        )
         fit = ghosh_lin_regression(
             used["entry"].to_numpy(),
             used["exit"].to_numpy(),
@@ -595,11 +630,18 @@ class GhoshLin(Model):
             used[ID].to_numpy(),
             cstrata,
         )
+        # A coefficient running off to infinity that Newton-Raphson did not reach: the failed row.
+        raise_if_monotone(
+            spec,
+            names,
+            fit.infinite,
+            fit.no_event_level,
+            n_used,
+            X.to_numpy(),
+            measure="ratio of marginal means",
+            r_name=None,
+        )
         se = np.sqrt(np.diag(fit.var))
-        n_used = {
-            "n_participants": int(used[ID].nunique()),
-            "n_events": int((used["status"] == EPISODE).sum()),
-        }
         message = "" if fit.converged else "Newton-Raphson did not converge"
         table = tidy(
             spec,

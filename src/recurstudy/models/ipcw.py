@@ -90,6 +90,7 @@ from recurstudy.models.base import (
     tidy,
 )
 from recurstudy.models.coxph_engine import coxph_fit
+from recurstudy.models.monotone import raise_if_monotone
 from recurstudy.models.risksets import PartialLikelihood, RiskSets
 from recurstudy.models.variance import sandwich
 
@@ -214,6 +215,9 @@ def ipcw_weights(
     X = X.loc[:, keep]
     names = [n for n, k in zip(names, keep, strict=True) if k]
     fit = coxph_fit(X.to_numpy(), stop, d, start=start, ties="breslow", names=names)
+    # A dropout-model coefficient running off to -infinity (e.g. no informative dropout in one
+    # arm) is left as it is: the weights are then at their limit (that arm's dropout hazard is
+    # 0, as its Nelson-Aalen numerator), not an artefact; only the effect model must be finite.
     if not fit.converged or not np.all(np.isfinite(fit.coef)):
         raise NotEstimable(f"the dropout model did not converge ({fit.message or 'no fit'})")
     rs = RiskSets(stop, d == 1, start)
@@ -415,7 +419,8 @@ class _IPCWModel(Model):
         arms = (spec.arms["control"], spec.arms["intervention"])
         present = set(cp["arm"].dropna().astype(str))
         if not all(a in present for a in arms):
-            raise NotEstimable(f"only one arm in the data ({', '.join(sorted(present))})", **counts)
+            listed = ", ".join(sorted(present)) or "none"
+            raise NotEstimable(f"only one arm in the data ({listed})", **counts)
         opts = spec.options
         reasons = opts.get("informative_dropout") or list(DEFAULT_INFORMATIVE)
         covs = opts.get("dropout_covariates")
@@ -502,8 +507,16 @@ class IPCWAndersenGill(_IPCWModel):
                 )
             )
         plain, fit = fits
-        assert fit.robust_se is not None and plain.robust_se is not None
         counts = {"n_participants": int(cp[ID].nunique()), "n_events": int(cp["event"].sum())}
+        # A coefficient running off to infinity (no episodes in one arm...): the failed row
+        # (recurstudy.models.monotone), for the weighted fit or its unweighted comparison.
+        infinite = None
+        if fit.infinite is not None and plain.infinite is not None:
+            infinite = fit.infinite | plain.infinite
+        raise_if_monotone(
+            spec, names, infinite, fit.no_event_level, counts, X.to_numpy(), measure="rate ratio"
+        )
+        assert fit.robust_se is not None and plain.robust_se is not None
         message = "; ".join(filter(None, [fit.message, note]))
         table = tidy(
             spec,
@@ -620,6 +633,13 @@ class IPCWNegBin(_IPCWModel):
         counts = per.first().drop(columns=["event", "start", "stop"]).reset_index()
         y_c = per["event"].sum().to_numpy(dtype=float)
         exposure = (per["stop"].sum() - per["start"].sum()).to_numpy(dtype=float)
+        arm_c = counts["arm"].astype(str).to_numpy()
+        for label in (spec.arms["control"], spec.arms["intervention"]):
+            if y_c[arm_c == label].sum() == 0:  # as negbin: no root of the score equations
+                raise NotEstimable(
+                    f"no episodes in the {label} arm: the rate ratio is not estimable (separation)",
+                    **counts_kw,
+                )
         Xc, _ = design(spec.formula, counts, intercept=True)
         theta, _, ok = glm_nb_theta(Xc.to_numpy(), y_c, np.log(exposure))
         if not ok or not np.isfinite(theta) or theta <= 0:

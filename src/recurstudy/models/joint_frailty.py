@@ -690,8 +690,9 @@ def _check_separation(X: np.ndarray, event: np.ndarray, names: list[str], what: 
             if event[at].sum() == 0 or event[~at].sum() == 0:
                 where = levels[levels != lev][0] if event[at].sum() == 0 else lev
                 raise NotEstimable(
-                    f"{what} occur only where {nm} = {where:g}: "
-                    "the likelihood is monotone and the ratio for that term is infinite",
+                    f"{what} occur only where {nm} = {where:g}: the ratio for that term is not "
+                    "estimable (the likelihood is monotone: its coefficient runs off to "
+                    "infinity)",
                     **counts,
                 )
 

@@ -29,6 +29,7 @@ from recurstudy.models.base import (
     tidy,
 )
 from recurstudy.models.coxph_engine import coxph_fit
+from recurstudy.models.monotone import raise_if_monotone
 from recurstudy.models.risksets import RiskSets
 
 ID = "participant_id"
@@ -81,6 +82,10 @@ def _fit_cox(
     )
     n_used = len(np.unique(ids[ids >= 0])) if not complete else len(uniq)
     counts = {"n_participants": int(n_used), "n_events": int(ev.sum())}
+    # A coefficient running off to infinity (no episodes in one arm...): the failed row, never
+    # a "converged" ratio of 1e-9 (recurstudy.models.monotone; R's coxph warns).
+    if fit.monotone.any():
+        raise_if_monotone(spec, names, fit.infinite, fit.no_event_level, counts, X.to_numpy())
     var = fit.robust_var if cluster else fit.var
     assert var is not None  # the engine sets robust_var whenever a cluster is given
     se = np.sqrt(np.diag(var))
