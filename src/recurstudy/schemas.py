@@ -75,6 +75,8 @@ _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
 # The first and last whole days of pandas' datetime64[ns] range.
 _FIRST_DAY = pd.Timestamp.min.ceil("D")
 _LAST_DAY = pd.Timestamp.max.floor("D")
+_FIRST_DAY_NUMBER = (_FIRST_DAY - pd.Timestamp(0)).days
+_LAST_DAY_NUMBER = (_LAST_DAY - pd.Timestamp(0)).days
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -99,12 +101,40 @@ def parse_date(s: pd.Series) -> pd.Series:
         return s.where(inside).astype("datetime64[ns]").dt.normalize()
     if s.dtype != object:
         return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    fast = _parse_iso_dates_arrow(s)
+    if fast is not None:
+        return fast
     iso, other = _iso_mask(s)
     out = pd.to_datetime(s.where(iso), format="%Y-%m-%d", errors="coerce")
     if other.any():  # non-text objects (e.g. datetime.date from Parquet)
         conv = pd.to_datetime(s[other], errors="coerce", format="mixed")
         out = out.where(~other, conv)
     return out.astype("datetime64[ns]")
+
+
+def _parse_iso_dates_arrow(s: pd.Series) -> pd.Series | None:
+    """:func:`parse_date` of a text column by Arrow, or None when pandas must decide.
+
+    Measured at 1M participants: the regex mask plus ``pd.to_datetime(format="%Y-%m-%d")`` took
+    0.95 s for the four date columns, Arrow's ISO cast a third of it. Arrow's cast fails on the
+    whole column at the first impossible date (2025-02-30), and keeps dates beyond pandas'
+    nanosecond range that pandas makes NaT: both cases go to pandas, which makes such values NaT
+    one by one. Values that are not YYYY-MM-DD (same regex as :func:`_iso_mask`) are NaT.
+    """
+    import pyarrow as pa_
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa_.array(s.to_numpy(), type=pa_.string(), from_pandas=True)
+        iso = pc.fill_null(pc.match_substring_regex(arr, f"^{_ISO_DATE}$"), False)
+        days = pc.cast(pc.if_else(iso, arr, pa_.scalar(None, pa_.string())), pa_.date32())
+    except (pa_.ArrowException, TypeError, ValueError):
+        return None
+    low, high = pc.min_max(days.view(pa_.int32())).values()  # days since 1970-01-01
+    if low.is_valid and (low.as_py() < _FIRST_DAY_NUMBER or high.as_py() > _LAST_DAY_NUMBER):
+        return None
+    values = days.cast(pa_.timestamp("ns")).to_numpy(zero_copy_only=False)
+    return pd.Series(values.astype("datetime64[ns]"), index=s.index)
 
 
 def _iso_mask(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -131,10 +161,56 @@ def parse_number(s: pd.Series) -> pd.Series:
     elif pd.api.types.is_numeric_dtype(s.dtype):
         out = pd.to_numeric(s, errors="coerce").astype("float64")
     elif s.dtype == object:
-        out = pd.to_numeric(s, errors="coerce").astype("float64")
+        out = _parse_plain_decimals_arrow(s)
+        if out is None:
+            out = pd.to_numeric(s, errors="coerce").astype("float64")
     else:
         return pd.Series(np.nan, index=s.index, dtype="float64")
     return out.where(np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan)), np.nan)
+
+
+_PLAIN_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+def _parse_plain_decimals_arrow(s: pd.Series) -> pd.Series | None:
+    """Text numbers as float64 by Arrow's cast when every value is a plain decimal (``-12``,
+    ``3.75``) of at most 15 digits, else None (pandas decides, as for ``1e3``, `` 5``, ``inf``).
+
+    Measured at 1M participants: ``pd.to_numeric`` on the text columns took 1.4 s, this a
+    fifth. Up to 15 digits both give the same double: the digits form an integer below 2**53
+    and one division by an exact power of ten rounds once, which is what pandas'
+    ``precise_xstrtod`` does, and Arrow rounds correctly. Negative zeros are left to pandas,
+    whose sign depends on the other values of the column (an all-integer column gives 0.0).
+    """
+    import pyarrow as pa_
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa_.array(s.to_numpy(), type=pa_.string(), from_pandas=True)
+    except (pa_.ArrowException, TypeError, ValueError):
+        return None
+    if arr.null_count == len(arr):
+        return None
+    plain = pc.match_substring_regex(arr, _PLAIN_DECIMAL)
+    if not pc.all(plain).as_py():  # nulls are skipped
+        return None
+    digits = pc.subtract(
+        pc.utf8_length(arr),
+        pc.add(
+            pc.cast(pc.starts_with(arr, "-"), pa_.int32()),
+            pc.cast(pc.match_substring(arr, "."), pa_.int32()),
+        ),
+    )
+    if pc.max(digits).as_py() > 15:
+        return None
+    try:
+        values = pc.cast(arr, pa_.float64())
+    except (pa_.ArrowException, ValueError):  # pragma: no cover - plain decimals always cast
+        return None
+    negative_zero = pc.and_(pc.equal(values, 0.0), pc.starts_with(arr, "-"))
+    if pc.any(negative_zero).as_py():
+        return None
+    return pd.Series(values.to_numpy(zero_copy_only=False), index=s.index, dtype="float64")
 
 
 def parse_integer(s: pd.Series) -> pd.Series:
