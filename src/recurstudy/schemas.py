@@ -485,18 +485,30 @@ def link_frame(
     """`child`'s id and date (and the end of its span, if the link rule has one) with its
     participant's enrolment and follow-up end (same index).
 
-    Adds ``_known`` (the id is in the participants table); for a repeated participant id the
-    first row's dates are used (the repeat is reported by the participants' rules). With `raw`
+    Adds ``_known`` (the id is in the participants table) and ``_participant`` (the row
+    position of its participant in `participants`, -1 if unknown); for a repeated participant
+    id the first row is used (the repeat is reported by the participants' rules). With `raw`
     (the table as read), ``_end_given`` marks rows whose end of span was given, even if it does
     not parse (that is reported by the parse check, not again here).
     """
     rule = LINK_RULES[table]
-    bounds = participants[[ID, "enrolled_on", "followup_end"]]
+    bounds = pd.DataFrame(
+        {
+            ID: participants[ID],
+            "enrolled_on": participants["enrolled_on"],
+            "followup_end": participants["followup_end"],
+            "_row": np.arange(len(participants)),
+        },
+        index=participants.index,
+    )
     bounds = bounds[bounds[ID].notna()].drop_duplicates(ID)
     pos = pd.Index(bounds[ID]).get_indexer(child[ID])  # one hash lookup per row; -1: unknown
     known = pos >= 0
     take = np.where(known, pos, 0)
     out = pd.DataFrame({ID: child[ID], rule.date: child[rule.date]}, index=child.index)
+    # the participant's row position (-1: unknown), so that no later step hashes the ids again
+    rows = bounds["_row"].to_numpy()
+    out["_participant"] = np.where(known, rows[take] if len(rows) else -1, -1)
     if rule.under_way is not None:
         if rule.under_way in child.columns:
             out[rule.under_way] = child[rule.under_way]
