@@ -167,10 +167,18 @@ def _read_csv_arrow(data: bytes, header: list[str]) -> pd.DataFrame | None:
         return None
     if table.column_names != header or any(t != pa.string() for t in table.schema.types):
         return None
-    lines = _record_lines_fast(data)
-    if lines is None or len(lines) != table.num_rows:
-        return None
-    index = pd.RangeIndex(table.num_rows)
+    n = table.num_rows
+    if not quoted and len(header) > 1 and data.count(b"\n") + (not data.endswith(b"\n")) == n + 1:
+        # Every line is a record (no quote, so no record spans lines; a blank or whitespace-only
+        # line would be a line that is not one, since Arrow skips empty lines and rejects a
+        # one-field line under a wider header): the header is line 1, rows are lines 2...
+        # Saves scanning the bytes for line ends (0.35 s per table at 1M).
+        lines = np.arange(2, n + 2, dtype=np.int64)
+    else:
+        lines = _record_lines_fast(data)
+        if lines is None or len(lines) != n:
+            return None
+    index = pd.RangeIndex(n)
     columns = {}
     for name, col in zip(header, table.columns, strict=True):
         # one chunk first: converting a chunked column to objects was 30% slower
