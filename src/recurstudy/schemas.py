@@ -393,10 +393,56 @@ def _unique_check(frame: pd.DataFrame, keys: list[str], col: str) -> pa.Check:
 
     def check(s: pd.Series) -> pd.Series:
         sub = frame[keys] if frame.index.equals(s.index) else frame.loc[s.index, keys]
+        repeated = _repeats_in_order(sub)
+        if repeated is not None:
+            return pd.Series(~repeated, index=sub.index)
         return ~sub.duplicated(keep=False) | sub.isna().any(axis=1)
 
     label = f"{keys[0]} unique" if len(keys) == 1 else f"({', '.join(keys)}) unique"
     return pa.Check(check, name=label, ignore_na=False)
+
+
+def _repeats_in_order(sub: pd.DataFrame) -> np.ndarray | None:
+    """``sub.duplicated(keep=False)`` for rows already sorted by their keys (text in Arrow's
+    byte order, dates), none missing: repeats are then neighbours, found by comparing each row
+    with the next. None otherwise (pandas hashes the keys). At 1M participants hashing the ids
+    and (id, onset) pairs took 0.6 s, this 0.15 s: the input files are usually sorted.
+    """
+    import pyarrow as pa_
+    import pyarrow.compute as pc
+
+    n = len(sub)
+    if n < 2:
+        return None
+    before = np.zeros(n - 1, dtype=bool)  # row i < row i + 1 on the keys so far
+    tie = np.ones(n - 1, dtype=bool)  # row i == row i + 1 on the keys so far
+    for col in sub.columns:
+        values = sub[col]
+        if values.dtype == object:
+            arr = _arrow_strings(values)
+            if arr is None or arr.null_count:
+                return None
+            a, b = arr.slice(0, n - 1), arr.slice(1)
+            try:
+                less = pc.less(a, b).to_numpy(zero_copy_only=False)
+                equal = pc.equal(a, b).to_numpy(zero_copy_only=False)
+            except pa_.ArrowException:  # pragma: no cover - strings always compare
+                return None
+        elif values.dtype == np.dtype("datetime64[ns]"):
+            v = values.to_numpy()
+            if np.isnat(v).any():
+                return None
+            less, equal = v[:-1] < v[1:], v[:-1] == v[1:]
+        else:
+            return None
+        before |= tie & less
+        tie &= equal
+    if not (before | tie).all():
+        return None
+    repeated = np.zeros(n, dtype=bool)
+    repeated[1:] |= tie
+    repeated[:-1] |= tie
+    return repeated
 
 
 def _arrow_text(s: pd.Series) -> Any:
