@@ -37,6 +37,7 @@ millions of participants.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def _arm_categorical(arm: pd.Series, config: dict) -> pd.Categorical:
 def _base(participants: pd.DataFrame, config: dict) -> pd.DataFrame:
     """Participant-level columns shared by every dataset: id, arm (control first), covariates."""
     cols = [ID, ARM, *_covariate_columns(config)]
-    base = participants[cols].copy()
+    base = participants[cols].copy(deep=False)  # the selection is a copy already
     base[ARM] = _arm_categorical(base[ARM], config)
     return base
 
@@ -110,8 +111,9 @@ class _Layout:
             resolved_on = episodes["resolved_on"].to_numpy(dtype="datetime64[ns]")[known]
         else:  # an absent column: every episode unresolved
             resolved_on = np.full(pos.size, np.datetime64("NaT"), dtype="datetime64[ns]")
-        order = np.lexsort((onset_on, pos))  # by participant, then onset (stable)
-        pos, onset_on, resolved_on = pos[order], onset_on[order], resolved_on[order]
+        if not in_pair_order(pos, onset_on):  # validated tables come sorted: no sort needed
+            order = np.lexsort((onset_on, pos))  # by participant, then onset (stable)
+            pos, onset_on, resolved_on = pos[order], onset_on[order], resolved_on[order]
         onset = _days_np(onset_on, enrolled[pos])
         fu = self.fu_days[pos]
         # An unresolved episode (or one resolving after follow-up) lasts until follow-up ends.
@@ -157,7 +159,10 @@ class _Layout:
         tail_pos = np.flatnonzero(tail)
         all_pos = np.concatenate([pos, tail_pos])
         all_episode = np.concatenate([number, n_prev[tail_pos] + 1])
-        order = np.lexsort((all_episode, all_pos))
+        # The same order as np.lexsort((all_episode, all_pos)): both halves are sorted by `pos`
+        # and a tail is numbered after its participant's episodes, so a stable sort on `pos`
+        # (timsort: one merge of two runs) suffices; 3.6M rows: 0.45 s -> 0.05 s.
+        order = np.argsort(all_pos, kind="stable")
         return pd.DataFrame(
             {
                 "pos": all_pos[order],
@@ -171,6 +176,16 @@ class _Layout:
         )
 
 
+def in_pair_order(major: np.ndarray, minor: np.ndarray) -> bool:
+    """Rows already in the order of ``np.lexsort((minor, major))`` (a NaT tie never counts as
+    in order): an O(n) check that spares the O(n log n) lexsort (0.4 s for 2.6M episodes) on
+    validated tables, which are written sorted."""
+    if major.size < 2:
+        return True
+    step = major[1:] - major[:-1]
+    return bool(((step > 0) | ((step == 0) & (minor[1:] >= minor[:-1]))).all())
+
+
 def _days_np(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
     return (later - earlier) / np.timedelta64(1, "D")
 
@@ -178,6 +193,8 @@ def _days_np(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
 def _by_id(df: pd.DataFrame) -> pd.DataFrame:
     """Rows in participant-id order (stable); the validated table usually is already."""
     if df[ID].is_monotonic_increasing:
+        if df.index.equals(pd.RangeIndex(len(df))):
+            return df  # reset_index would copy every column for the same frame
         return df.reset_index(drop=True)
     return df.sort_values(ID, kind="mergesort").reset_index(drop=True)
 
@@ -191,24 +208,33 @@ def counting_process(
 
 
 def _counting_process_frame(
-    participants: pd.DataFrame, iv: pd.DataFrame, config: dict
+    participants: pd.DataFrame, iv: pd.DataFrame, config: dict, base: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    base = _base(participants, config)
+    base = _base(participants, config) if base is None else base
     pos = iv["pos"].to_numpy()
-    out = base.iloc[pos].reset_index(drop=True)
-    out["episode"] = iv["episode"].to_numpy()
-    out["start"] = iv["start"].to_numpy()
-    out["stop"] = iv["stop"].to_numpy()
-    out["gap"] = out["stop"] - out["start"]
-    out["event"] = iv["event"].to_numpy()
+    # Column by column into an empty frame: no block is consolidated (copied) afterwards, as
+    # taking rows with iloc and selecting the columns at the end did (3.6M rows: 0.55 s ->
+    # 0.37 s; pd.DataFrame(dict) was slower still, 0.6-2 s).
     # The terminal event (death) ends the participant's last interval: flag it there.
     last = np.ones(pos.size, dtype=bool)
     last[:-1] = pos[1:] != pos[:-1]
-    out["terminal"] = np.where(last, terminal_flags(participants, config)[pos], 0).astype(np.int64)
-    if not out[ID].is_monotonic_increasing:  # participants in id order, then episode
+    terminal = np.where(last, terminal_flags(participants, config)[pos], 0).astype(np.int64)
+    out = pd.DataFrame(index=pd.RangeIndex(pos.size))
+    with warnings.catch_warnings():  # pandas' advice to consolidate, past ~100 covariates
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        for c in base.columns:
+            out[c] = base[c].array.take(pos)
+        out["episode"] = iv["episode"].to_numpy()
+        out["start"] = iv["start"].to_numpy()
+        out["stop"] = iv["stop"].to_numpy()
+        out["gap"] = out["stop"] - out["start"]
+        out["event"] = iv["event"].to_numpy()
+        out["terminal"] = terminal
+    # participants in id order, then episode; rows follow the participants' order, so ids
+    # sorted there (as validated tables are) are sorted here
+    if not (participants[ID].is_monotonic_increasing or out[ID].is_monotonic_increasing):
         out = out.sort_values([ID, "episode"], kind="mergesort").reset_index(drop=True)
-    cols = [ID, ARM, *_covariate_columns(config), "episode", "start", "stop", "gap", "event"]
-    return out[[*cols, "terminal"]]
+    return out
 
 
 def first_episode(participants: pd.DataFrame, episodes: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -222,12 +248,14 @@ def first_episode(participants: pd.DataFrame, episodes: pd.DataFrame, config: di
     return _first_episode_frame(participants, _Layout(participants, episodes, config), config)
 
 
-def _first_episode_frame(participants: pd.DataFrame, layout: _Layout, config: dict) -> pd.DataFrame:
+def _first_episode_frame(
+    participants: pd.DataFrame, layout: _Layout, config: dict, base: pd.DataFrame | None = None
+) -> pd.DataFrame:
     onset = np.full(len(participants), np.nan)
     first = np.ones(layout.pos.size, dtype=bool)
     first[1:] = layout.pos[1:] != layout.pos[:-1]
     onset[layout.pos[first]] = layout.onset[first]
-    out = _base(participants, config)
+    out = _base(participants, config) if base is None else base.copy(deep=False)
     event = ~np.isnan(onset)
     time = np.where(event, onset, layout.fu_days)
     out["time"] = time.astype(np.int64)
@@ -253,12 +281,14 @@ def counts(
     return _counts_frame(participants, iv, config)
 
 
-def _counts_frame(participants: pd.DataFrame, iv: pd.DataFrame, config: dict) -> pd.DataFrame:
+def _counts_frame(
+    participants: pd.DataFrame, iv: pd.DataFrame, config: dict, base: pd.DataFrame | None = None
+) -> pd.DataFrame:
     n = len(participants)
     pos = iv["pos"].to_numpy()
     events = iv["event"].to_numpy()
     gap = (iv["stop"] - iv["start"]).to_numpy()
-    out = _base(participants, config)
+    out = _base(participants, config) if base is None else base.copy(deep=False)
     out["n_episodes"] = np.bincount(pos, weights=events, minlength=n).astype(np.int64)
     out["exposure_days"] = np.bincount(pos, weights=gap, minlength=n).astype(np.int64)
     out["terminal"] = terminal_flags(participants, config)
@@ -274,14 +304,15 @@ def derive_all(
     """The analysis datasets in `names` (all three by default), the counting process once."""
     out: dict[str, pd.DataFrame] = {}
     layout = _Layout(participants, episodes, config)
+    base = _base(participants, config)  # once: each frame adds its columns to a shallow copy
     if "first_episode" in names:
-        out["first_episode"] = _first_episode_frame(participants, layout, config)
+        out["first_episode"] = _first_episode_frame(participants, layout, config, base)
     if "counting_process" in names or "counts" in names:
         iv = layout.intervals()
         if "counting_process" in names:
-            out["counting_process"] = _counting_process_frame(participants, iv, config)
+            out["counting_process"] = _counting_process_frame(participants, iv, config, base)
         if "counts" in names:
-            out["counts"] = _counts_frame(participants, iv, config)
+            out["counts"] = _counts_frame(participants, iv, config, base)
     return out
 
 
