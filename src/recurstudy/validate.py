@@ -34,6 +34,7 @@ from recurstudy.contract import (
     column_specs,
     natural_sorted,
 )
+from recurstudy.csvout import spreadsheet_safe
 from recurstudy.io import ROW_COLUMN, InputError, read_table
 from recurstudy.schemas import (
     CHECK_KNOWN,
@@ -624,8 +625,9 @@ def write_validation_report(outcome: ValidationOutcome, outdir: Path | str) -> N
     text = json.dumps(_jsonable(summary), indent=2, sort_keys=True, ensure_ascii=False)
     (out / "report.json").write_text(text + "\n", encoding="utf-8", newline="\n")
     (out / "report.md").write_text(_markdown(outcome, counts, flow), encoding="utf-8", newline="\n")
-    failures.to_csv(out / "failure_cases.csv", index=False, lineterminator="\n")
-    outcome.excluded[EXCLUDED_COLUMNS].to_csv(
+    # failing values are the data's own text: spreadsheet-safe like every other CSV output
+    spreadsheet_safe(failures).to_csv(out / "failure_cases.csv", index=False, lineterminator="\n")
+    spreadsheet_safe(outcome.excluded[EXCLUDED_COLUMNS]).to_csv(
         out / "excluded.csv", index=False, lineterminator="\n"
     )
 
