@@ -360,7 +360,17 @@ def tipping_point(
 
     planned = planned_end(cp, participants, tp.get("planned_followup_days"))
     drop = informative_dropouts(cp, participants, reasons, planned)
-    log_rate, se_rate, theta = _control_rate(counts, arms)
+    try:
+        log_rate, se_rate, theta = _control_rate(counts, arms)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        # a small or degenerate cohort: each claim says why, the workflow goes on
+        note = str(exc) if isinstance(exc, ValueError) else "the imputation model is singular"
+        for claim, spec, _ in todo:
+            rows.append(
+                {"claim_id": claim["id"], "model": spec.name, "verdict": "not estimable",
+                 "note": note}
+            )  # fmt: skip
+        return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
 
     def fit(spec: ModelSpec, model: Any, datasets: Mapping[str, pd.DataFrame]) -> Any:
         return fit_spec(spec, {d: datasets[d] for d in model.datasets})
