@@ -306,3 +306,34 @@ def test_validation_csvs_are_spreadsheet_safe(tmp_path):
     assert '\'=HYPERLINK("http://127.0.0.1:9/","x")' in values, values
     assert "-3" in values
     assert not re.search(r"(^|,)=HYPERLINK", text, re.M)
+
+
+def test_validation_report_md_escapes_config_and_data_text(tmp_path):
+    """report.md of the validation: arm labels, file names and failing values from the config or
+    the data show as text (no raw HTML, no image, a code span that cannot be closed early)."""
+    from nbconvert.filters.markdown import markdown2html
+
+    from recurstudy.validate import main_validate
+
+    hostile = "<img src=x onerror=alert(1)> ![c](participants.csv)"
+    people = pd.read_csv(REPO / "data/demo/participants.csv", dtype=str).head(20)
+    people.loc[people["arm"] == "control", "arm"] = f"usual {hostile}"
+    episodes = pd.read_csv(REPO / "data/demo/episodes.csv", dtype=str)
+    episodes = episodes[episodes["participant_id"].isin(people["participant_id"])].copy()
+    episodes.iloc[0, episodes.columns.get_loc("severity")] = "`` <script>alert(2)</script> ``"
+    name = "p <b onmouseover=alert(3)>.csv"
+    people.to_csv(tmp_path / name, index=False)
+    episodes.to_csv(tmp_path / "episodes.csv", index=False)
+    config = {
+        "data": {"participants": name, "episodes": "episodes.csv"},
+        "arms": {"control": f"usual {hostile}", "intervention": "intervention"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    main_validate(
+        str(tmp_path / "config.yaml"), str(tmp_path / "out"), str(tmp_path / "clean"),
+        base_dir=str(tmp_path),
+    )  # fmt: skip
+    md = (tmp_path / "out/report.md").read_text(encoding="utf-8")
+    page = markdown2html(md)
+    assert "<img" not in page and "<script" not in page and "<b " not in page, page
+    assert "onerror=alert(1)" in page and "alert(2)" in page  # shown, as text
