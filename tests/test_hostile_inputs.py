@@ -220,6 +220,13 @@ def test_fifo_and_device_paths_are_refused_without_opening(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_config_file_that_is_a_fifo_is_refused_without_opening(tmp_path):
+    os.mkfifo(tmp_path / "config.yaml")
+    with deadline(10), pytest.raises(ConfigError, match="not a regular file"):
+        load_config(tmp_path / "config.yaml")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_validate_reports_a_fifo_with_the_key(tmp_path, repo):
     """`recurstudy validate` on a config whose participants table is a FIFO: a readable
     failure naming data.participants, exit 1, promptly."""
