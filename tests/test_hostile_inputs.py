@@ -344,3 +344,27 @@ def test_validation_report_md_escapes_config_and_data_text(tmp_path):
     page = markdown2html(md)
     assert "<img" not in page and "<script" not in page and "<b " not in page, page
     assert "onerror=alert(1)" in page and "alert(2)" in page  # shown, as text
+
+
+def test_data_paths_outside_the_run_folder_are_read_as_documented(tmp_path):
+    """docs/hostile-inputs.md: data paths may be absolute or use `..` (tables are only read, and
+    the manifest records them by hash); only `plan:` is confined to the run folder."""
+    from recurstudy.plan import PlanError, plan_path
+    from recurstudy.validate import main_validate
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {
+        "data": {
+            "participants": str(REPO / "data/demo/participants.csv"),
+            "episodes": os.path.relpath(REPO / "data/demo/episodes.csv", run),
+        }
+    }
+    assert config["data"]["episodes"].startswith("..")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    code = main_validate(
+        str(run / "config.yaml"), str(run / "out"), str(run / "clean"), base_dir=str(run)
+    )
+    assert code == 0 and (run / "clean/participants.parquet").exists()
+    with pytest.raises(PlanError, match="inside the run folder"):
+        plan_path({"plan": "../plan.lock.json"}, run)
