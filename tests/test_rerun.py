@@ -119,7 +119,12 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
     #    grid, which does not depend on the claimed value), the claims, the report and manifest.
     config["claims"][0]["claimed"] = 0.6
     _write(run, config)
-    claim_power = {"power_chunk": 2, "power_informative": 2, "power_summary": 1}
+    claim_power = {
+        "power_chunk": 2,
+        "power_informative": 2,
+        "power_summary": 1,
+        "tipping_point": 1,  # the verdict at each delta is judged against the claimed value
+    }
     assert planned_jobs(run) == {**claim_power, **PLANNED}
     # ... but not its statement, which only the claims table and the report show.
     config["claims"][0]["statement"] = "Re-education cut episodes by 60%."
@@ -153,11 +158,14 @@ def test_changed_config_reruns_what_it_affects(tmp_path):
         "site_effect": 4,  # the claim's model in each of the demo's four sites
         "site_meta": 1,
         "site_stratified_ag": 1,
+        "tipping_point": 1,
+        "rates": 1,
         **PLANNED,
     }
     assert _snakemake(run).returncode == 0
 
-    # 3. One model's options: that model (and its adjusted variant) and what reads the models.
+    # 3. One model's options: that model (and its adjusted variant) and what reads the models
+    #    (not the tipping-point analysis, which refits only the claims' models).
     config["models"][2]["options"] = {"timescale": "gap", "ties": "breslow"}
     _write(run, config)
     assert planned_jobs(run) == {"fit_model": 2, "estimates": 1, "sensitivity": 1, **PLANNED}

@@ -86,12 +86,39 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+# Fields of list-of-mapping keys that a stage does not read (a claim's wording changes the claims
+# table and the report, not the numbers of the tipping-point analysis), so that editing them does
+# not re-run the stage.
+STAGE_IGNORES: dict[str, dict[str, tuple[str, ...]]] = {
+    "tipping_point": {"claims": ("statement",)},
+}
+
+
 def stage_keys(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
     """The part of the (validated) config that `stage` reads."""
     keys = STAGE_KEYS[stage]
     if keys == ("*",):
         return dict(config)
-    return {k: config[k] for k in keys if k in config}
+    out = {k: config[k] for k in keys if k in config}
+    for key, fields in STAGE_IGNORES.get(stage, {}).items():
+        if isinstance(out.get(key), list):
+            out[key] = [
+                {f: v for f, v in item.items() if f not in fields} if isinstance(item, dict) else item
+                for item in out[key]
+            ]
+    if stage == "tipping_point" and isinstance(out.get("models"), list):
+        out["models"] = _claimed_models(out["models"], out.get("claims") or [])
+    return out
+
+
+def _claimed_models(models: list[Any], claims: list[Any]) -> list[Any]:
+    """The model entries the claims read (an adjusted variant counts for its base entry): the
+    tipping-point analysis refits only those, so another model's options do not re-run it."""
+    from recurstudy.claims import claim_model
+
+    wanted = {claim_model(c) for c in claims if isinstance(c, dict) and "metric" in c}
+    wanted |= {w.removesuffix("_adjusted") for w in wanted}
+    return [m for m in models if not isinstance(m, dict) or m.get("name") in wanted]
 
 
 def stage_settings(config: Mapping[str, Any], stage: str) -> str:

@@ -22,6 +22,12 @@ from recurstudy.settings import (
     stage_settings,
 )
 
+# numpy asks the kernel for transparent huge pages on large arrays (madvise); with the kernel's
+# default defrag=madvise, each first touch may stall on synchronous compaction: an Andersen-Gill
+# job on 3.6M intervals took 4.6 s with it and 3.2 s without (benchmarks/run.py, 2 cores). The
+# jobs inherit this; a value set by the user wins.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
 
 def _refuse_templates(paths):
     """Stop with a short message when a config file is a yte template (__use_yte__)."""
@@ -109,7 +115,14 @@ def model_inputs(wildcards):
 # The report stage (report.smk): its optional inputs and the manifest, written last.
 SENSITIVITY = [
     f"results/sensitivity/{n}.csv"
-    for n in ("forest", "crude_vs_adjusted", "e_value", "iptw", "balance", "tipping_point")
+    for n in (
+        "forest",
+        "crude_vs_adjusted",
+        "e_value",
+        "iptw",
+        "balance",
+        "tipping_point",
+    )
 ]
 
 

@@ -19,7 +19,6 @@ import pandas as pd
 
 from recurstudy.config import schema_default
 from recurstudy.csvout import write_csv
-from recurstudy.settings import OPTIONS_FROM_CONFIG
 from recurstudy.models.base import (
     REGISTRY,
     TIDY_COLUMNS,
@@ -32,6 +31,7 @@ from recurstudy.models.base import (
     failed,
     parse_options,
 )
+from recurstudy.settings import OPTIONS_FROM_CONFIG
 
 __all__ = [
     "TIDY_COLUMNS",

@@ -469,7 +469,14 @@ def design(formula: str, data: pd.DataFrame, *, intercept: bool) -> tuple[pd.Dat
     # Always code with an intercept (treatment contrasts: arm[T.intervention]) and drop it for
     # models without one (Cox), as R's coxph does.
     mm = model_matrix(rhs, data, na_action="drop")
+    term_slices, all_cols = mm.model_spec.term_slices, list(mm.columns)
     if not intercept and "Intercept" in mm.columns:
         mm = mm.drop(columns="Intercept")
     X = pd.DataFrame(np.asarray(mm, dtype=float), index=mm.index, columns=list(mm.columns))
+    # The columns of each formula term (a factor has several), for tests by term (cox.zph):
+    # kept with the matrix so that no caller builds the design a second time.
+    X.attrs["terms"] = {
+        str(term): [c for c in all_cols[sl] if c in X.columns]
+        for term, sl in term_slices.items()
+    }
     return X, list(X.columns)

@@ -90,6 +90,9 @@ class CoxFit:
     linear_predictors: np.ndarray | None = None  # (x - means) @ coef, input row order
     score_residuals: np.ndarray | None = None  # (n, p), input row order, R's type = "score"
     n_clusters: int | None = None
+    # The unweighted, unstratified risk sets of the fit, for tests on the same rows (cox.zph)
+    # to reuse rather than sort 3.6M intervals again; None when the fit has strata or weights.
+    risksets: RiskSets | None = field(default=None, repr=False, compare=False)
     ties: str = "efron"
 
     @property
@@ -534,6 +537,8 @@ def coxph_fit(
         means=means,
         ties=ties,
     )
+    if n_strata == 1 and w_a is None:
+        fit.risksets = rs
     lp = xc @ np.nan_to_num(coef)
     if off_a is not None:
         lp = lp + off_a  # R's linear.predictors include the offset

@@ -44,8 +44,10 @@ def zph_time_transform(
     event: np.ndarray,
     transform: str | Callable[[np.ndarray], np.ndarray] = "km",
     start: np.ndarray | None = None,
+    risksets: RiskSets | None = None,
 ) -> np.ndarray:
-    """The transformed time g(t) of every row, before centring (R: ``ttimes`` in cox.zph)."""
+    """The transformed time g(t) of every row, before centring (R: ``ttimes`` in cox.zph).
+    ``risksets``: the pooled risk sets of these rows when the caller has them."""
     time = np.asarray(time, dtype=float)
     if callable(transform):
         return np.asarray(transform(time), dtype=float)
@@ -58,7 +60,7 @@ def zph_time_transform(
     if transform != "km":
         raise ValueError(f"unknown transform {transform!r} (km, rank, identity, log or a function)")
     # Kaplan-Meier of the pooled rows: at risk at t when start < t <= stop
-    rs = RiskSets(time, np.asarray(event, dtype=bool), start)
+    rs = risksets if risksets is not None else RiskSets(time, np.asarray(event, dtype=bool), start)
     utimes, d, n_risk = rs.group_time, rs.d, rs.n_at_risk()
     surv = np.concatenate([[1.0], np.cumprod(1.0 - d / n_risk)])
     # S(t-): the product over event times strictly before t
@@ -81,6 +83,7 @@ def _score_parts(
     strata: np.ndarray,
     gtime: np.ndarray,
     ties: str,
+    risksets: RiskSets | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """U2 (p,) and the 2p x 2p information matrix of the zph score test (R's zph1 / zph2).
 
@@ -91,7 +94,9 @@ def _score_parts(
     """
     p = xc.shape[1]
     n_strata = int(strata.max()) + 1
-    rs = RiskSets(stop, event, start, strata, n_strata=n_strata)
+    rs = risksets if risksets is not None and n_strata == 1 else None
+    if rs is None:
+        rs = RiskSets(stop, event, start, strata, n_strata=n_strata)
     pl = PartialLikelihood(rs, xc, ties)
     m = pl.moments(eta)  # the per-stratum shift of eta cancels in the statistic
     t = pl.ties
@@ -135,6 +140,7 @@ def cox_zph(
     names: Sequence[str] | None = None,
     terms: Mapping[str, Sequence[int]] | None = None,
     global_test: bool = True,
+    risksets: RiskSets | None = None,
 ) -> pd.DataFrame:
     """Proportional-hazards score test of a fitted Cox model, as R survival 3.x ``cox.zph``.
 
@@ -153,6 +159,8 @@ def cox_zph(
     terms : optional {term name: column indices} grouping columns into one multi-df test (R's
         ``terms = TRUE`` for factors); default: one test per column.
     global_test : add the GLOBAL row.
+    risksets : the unstratified, unweighted risk sets of these rows (``CoxFit.risksets``), reused
+        instead of built again; ignored with strata.
 
     Returns a frame with columns term, statistic, df, p_value (GLOBAL last).
     """
@@ -186,9 +194,10 @@ def cox_zph(
 
     xc = Xk - Xk.mean(axis=0)  # R recentres X (zph1/zph2); the test is invariant to it
     eta = xc @ beta
-    ttimes = zph_time_transform(stop, ev, transform, start=st)
+    pooled = risksets if strata is None else None
+    ttimes = zph_time_transform(stop, ev, transform, start=st, risksets=pooled)
     gtime = ttimes - ttimes[ev].mean()
-    u2, imat = _score_parts(xc, eta, stop, ev, st, _codes(strata, n), gtime, ties)
+    u2, imat = _score_parts(xc, eta, stop, ev, st, _codes(strata, n), gtime, ties, pooled)
 
     rows = []
     base = list(range(q))

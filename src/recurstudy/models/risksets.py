@@ -102,6 +102,12 @@ def strata_codes(labels) -> tuple[np.ndarray, int]:
     sorts every row's string (8 s of an Andersen-Gill fit on 3.6M intervals, profiled).
     """
     a = np.asarray(labels).reshape(-1)
+    if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() < 2 * a.size + 1024:
+        # Integer labels (codes from pd.factorize): ranks of the distinct values in O(n), the
+        # same codes as np.unique's inverse without sorting every row.
+        present = np.bincount(a) > 0
+        rank = np.cumsum(present) - 1
+        return rank[a].astype(np.int64), int(present.sum())
     if a.dtype.kind == "O":
         codes, uniq = pd.factorize(a, sort=True)
         if not (codes < 0).any():  # missing labels: np.unique's behaviour below

@@ -51,26 +51,36 @@ def _fit_cox(
     strata: str | None,
     cluster: bool,
 ) -> ModelResult:
-    n_part = int(df[ID].nunique())
+    # Participant ids are text: hashed once here (codes in first-seen order; the robust variance
+    # does not depend on the order of the clusters), not once per count and again in the engine.
+    ids, uniq = pd.factorize(df[ID])
     n_events = int(df["event"].sum())
-    counts = {"n_participants": n_part, "n_events": n_events}
+    counts = {"n_participants": int(len(uniq)), "n_events": n_events}
     msg = _arm_check(spec, df)
     if msg:
         raise NotEstimable(msg, **counts)
     X, names = design(spec.formula, df, intercept=False)
-    rows = df.loc[X.index]
+    complete = len(X) == len(df)  # no row dropped for a missing covariate: no copy of df
+    rows = df if complete else df.loc[X.index]
+    if not complete:
+        ids = ids[df.index.get_indexer(X.index)]
     ties = spec.options.get("ties", "efron")
+    t = rows[stop].to_numpy(dtype=float)
+    ev = rows["event"].to_numpy()
+    st = None if start is None else rows[start].to_numpy(dtype=float)
+    sv = None if strata is None else rows[strata].to_numpy()
     fit = coxph_fit(
         X.to_numpy(),
-        rows[stop].to_numpy(dtype=float),
-        rows["event"].to_numpy(),
-        start=None if start is None else rows[start].to_numpy(dtype=float),
-        strata=None if strata is None else rows[strata].to_numpy(),
-        cluster=rows[ID].to_numpy() if cluster else None,
+        t,
+        ev,
+        start=st,
+        strata=sv,
+        cluster=ids if cluster else None,
         ties=ties,
         names=names,
     )
-    counts = {"n_participants": int(rows[ID].nunique()), "n_events": int(rows["event"].sum())}
+    n_used = len(np.unique(ids[ids >= 0])) if not complete else len(uniq)
+    counts = {"n_participants": int(n_used), "n_events": int(ev.sum())}
     var = fit.robust_var if cluster else fit.var
     assert var is not None  # the engine sets robust_var whenever a cluster is given
     se = np.sqrt(np.diag(var))
@@ -111,7 +121,16 @@ def _fit_cox(
         ),
     }
     if fit.converged:
-        extras["ph_test"] = ph_test(spec, df, stop=stop, start=start, strata=strata, coef=fit.coef)
+        extras["ph_test"] = ph_test(
+            spec,
+            rows,
+            stop=stop,
+            start=start,
+            strata=strata,
+            coef=fit.coef,
+            design_matrix=X,
+            risksets=fit.risksets,
+        )
     return ModelResult(table, extras, converged=fit.converged, message=message)
 
 
@@ -284,6 +303,8 @@ def ph_test(
     start: str | None = None,
     strata: str | None = None,
     coef: np.ndarray | None = None,
+    design_matrix: pd.DataFrame | None = None,
+    risksets: RiskSets | None = None,
 ) -> pd.DataFrame:
     """Proportional-hazards test as R survival 3.x ``cox.zph(fit)`` (transform "km", terms).
 
@@ -292,14 +313,17 @@ def ph_test(
     as many df, named by the term; a one-column term keeps its column name, as in the tidy
     table) and a final GLOBAL row.  ``start`` / ``strata`` give the (start, stop] and stratified
     variants (R's cox.zph on Andersen-Gill and PWP fits). ``coef``: the coefficients of that
-    fit when the caller already has them (the fit is not repeated).
+    fit when the caller already has them (the fit is not repeated); ``design_matrix``: its
+    design (:func:`~recurstudy.models.base.design` of ``df``, rows aligned), and ``risksets``
+    its unstratified risk sets (``CoxFit.risksets``), likewise.
     """
-    from formulaic import model_matrix
-
     from recurstudy.models.coxzph import cox_zph
 
-    X, names = design(spec.formula, df, intercept=False)
-    rows = df.loc[X.index]
+    if design_matrix is None:
+        X, names = design(spec.formula, df, intercept=False)
+    else:
+        X, names = design_matrix, list(design_matrix.columns)
+    rows = df if len(X) == len(df) else df.loc[X.index]
     ties = spec.options.get("ties", "efron")
     t = rows[stop].to_numpy(dtype=float)
     ev = rows["event"].to_numpy()
@@ -308,14 +332,22 @@ def ph_test(
     if coef is None:
         coef = coxph_fit(X.to_numpy(), t, ev, start=st, strata=sv, ties=ties, names=names).coef
     # Group the columns by formula term, as R's cox.zph(terms = TRUE).
-    mm = model_matrix(spec.formula.split("~", 1)[-1].strip() or "1", rows, na_action="drop")
     terms = {}
-    for term, sl in mm.model_spec.term_slices.items():
-        cols = [names.index(c) for c in list(mm.columns)[sl] if c in names]
+    for term, term_cols in X.attrs["terms"].items():
+        cols = [names.index(c) for c in term_cols if c in names]
         if cols:
-            terms[names[cols[0]] if len(cols) == 1 else str(term)] = cols
+            terms[names[cols[0]] if len(cols) == 1 else term] = cols
     return cox_zph(
-        X.to_numpy(), t, ev, coef, start=st, strata=sv, ties=ties, names=names, terms=terms
+        X.to_numpy(),
+        t,
+        ev,
+        coef,
+        start=st,
+        strata=sv,
+        ties=ties,
+        names=names,
+        terms=terms,
+        risksets=risksets,
     )
 
 
