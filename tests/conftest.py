@@ -111,7 +111,7 @@ def num(values) -> np.ndarray:
 
 # Fixtures whose use means a whole workflow run: tests using them are marked `workflow` and are
 # left out of `make test-fast`.
-WORKFLOW_FIXTURES = {"demo_report", "demo_run", "custom_study", "demo_bootstrap"}
+WORKFLOW_FIXTURES = {"demo_report", "demo_run", "custom_study", "demo_bootstrap", "tiny_report"}
 
 
 def pytest_collection_modifyitems(config, items):

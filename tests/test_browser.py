@@ -5,11 +5,14 @@ and the first screen must hold each claim's sentence and the rates per arm. A sc
 first screen is saved to reports/screenshot.png of the test's run folder (and to
 $RECURSTUDY_SCREENSHOT when set, e.g. as a CI artefact).
 
-Hostile text: every field of the config or data that reaches the page (study title, event name,
-covariate label and unit, claim statement, arm label) is filled with script tags, quoted and
+Hostile text: every field of the config or data that reaches the page (study title, event name
+and its plural, covariate labels, units and level order, claim statement, both arm labels, a
+covariate category from the data, a data file name) is filled with script tags, quoted and
 unquoted event handlers, javascript: links, srcset, poster, object data, a meta refresh and
-Markdown image links; the report re-rendered from the custom study's results runs no script
-(a flag the payloads would set stays unset, no dialog opens) and requests nothing.
+Markdown image links; the report re-rendered from the custom study's results shows each of them
+as text, runs no script (a flag the payloads would set stays unset, no dialog opens), embeds no
+participant data and requests nothing. Model names, claim ids and covariate names cannot carry
+such text (the schema's patterns), nor option values (enums, or the formula grammar).
 
 Chromium (Debian package `chromium`) is installed by `make browser`, which `make test` runs; the
 test installs it itself when it can (root with apt-get) and is skipped only when it cannot. It is
@@ -34,6 +37,8 @@ import pytest
 import yaml
 from test_report import (  # noqa: F401  (session fixtures: one workflow run each)
     HOSTILE_ARM,
+    HOSTILE_CONTROL,
+    HOSTILE_LEVEL,
     STUDY_TITLE,
     custom_study,
 )
@@ -410,7 +415,28 @@ FIELDS = {
     "label": '<img src="x" onerror="window.__rs_pwned=7"> ![c](data/participants.csv)',
     "unit": "<script>window.__rs_pwned=8</script>",
     "statement": f"Re-education halves exacerbations. {FULL}",
+    "event_plural": "flares <svg onload=window.__rs_pwned=9></svg>",
+    "sex_label": '<a href="javascript:window.__rs_pwned=10">Sex</a> ![c](data/participants.csv)',
+    "sex_unit": '" onerror="window.__rs_pwned=16',
+    # a data path: the file name is shown in the provenance table
+    "participants_file": 'p" onerror="window.__rs_pwned=17 <b>x.csv',
 }
+# Texts that must reach the page (as the characters they are made of) for the test to mean
+# anything: every field above but the file's folder, and the custom study's own hostile data.
+SHOWN = [
+    FIELDS["title"],
+    FIELDS["event"],
+    FIELDS["label"],
+    FIELDS["unit"],
+    FIELDS["statement"],
+    FIELDS["event_plural"],
+    FIELDS["sex_label"],
+    FIELDS["sex_unit"],
+    FIELDS["participants_file"],
+    NEW_ARM,
+    HOSTILE_CONTROL,
+    HOSTILE_LEVEL,
+]
 
 
 def _replace(value, old: str, new: str):
@@ -487,7 +513,16 @@ def hostile_report(custom_study, tmp_path_factory) -> Path:  # noqa: F811
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["study"]["title"] = FIELDS["title"]
     config["study"]["event"] = FIELDS["event"]
+    config["study"]["event_plural"] = FIELDS["event_plural"]
     config["study"]["labels"]["age"] = {"label": FIELDS["label"], "unit": FIELDS["unit"]}
+    config["study"]["labels"]["sex"] = {
+        "label": FIELDS["sex_label"],
+        "unit": FIELDS["sex_unit"],
+        "levels": ["M", HOSTILE_LEVEL],
+    }
+    hostile_file = run / "cohort" / FIELDS["participants_file"]
+    shutil.copy(run / "cohort/participants.csv", hostile_file)
+    config["data"]["participants"] = f"cohort/{hostile_file.name}"
     config["arms"]["intervention"] = NEW_ARM
     old_statement = config["claims"][0]["statement"]
     config["claims"][0]["statement"] = FIELDS["statement"]
@@ -546,6 +581,10 @@ def test_hostile_text_is_inert_in_html(hostile_report):
     assert not any(pid in page for pid in people["participant_id"])  # no file embedded
     text = html_lib.unescape(re.sub(r"<[^>]+>", " ", page))
     assert "window.__rs_pwned" in text  # shown as the characters it is made of
+    # every hostile field reached the page, as text (else this test would prove nothing)
+    seen = _flat(text)
+    missing = [v for v in SHOWN if _flat(v) not in seen]
+    assert not missing, missing
 
 
 def test_hostile_text_runs_nothing_in_chromium(hostile_report, tmp_path):

@@ -47,6 +47,15 @@ _RUNS: dict[str, Path] = {}
 HOSTILE = "<script>alert(1)</script> ![x](data/participants.csv)"
 STUDY_TITLE = f"Exacerbation trial {HOSTILE}"
 HOSTILE_ARM = f"re-education {HOSTILE}"
+# The custom study's other texts from the data, through the whole workflow: the control arm's
+# label (quoted and unquoted event handlers, a javascript: link, a Markdown image of the cohort
+# file), a category of a covariate, and the study's own end-reason label.
+HOSTILE_CONTROL = (
+    'usual care " onerror="window.__rs_pwned=11" x onerror=window.__rs_pwned=12 '
+    '<a href="javascript:window.__rs_pwned=13">j</a> ![c](cohort/participants.csv)'
+)
+HOSTILE_LEVEL = "F <img src=x onerror=window.__rs_pwned=14> ![c](cohort/participants.csv)"
+HOSTILE_END_REASON = "<i onclick=window.__rs_pwned=15>left</i> ![c](cohort/participants.csv)"
 
 
 def docs_example_code() -> str:
@@ -58,7 +67,8 @@ def docs_example_code() -> str:
 @pytest.fixture(scope="session")
 def custom_study(tmp_path_factory) -> Path:
     """A study unlike the demo, run through the whole workflow: its event is "exacerbation", its
-    title and intervention label are full of HTML and Markdown, its sites are inst1..inst11, and
+    title, arm labels, a sex category and its end-reason label for withdrawal are full of HTML
+    and Markdown, its sites are inst1..inst11, and
     the docs' worked-example model (quasi-Poisson) is added as one module to a copy of the
     package, with one config entry and a claim reading it; nothing else is edited."""
     if "custom" in _RUNS:
@@ -72,7 +82,9 @@ def custom_study(tmp_path_factory) -> Path:
     cohort = run / "cohort"
     cohort.mkdir()
     people = pd.read_csv(REPO / "data/demo/participants.csv", dtype=str)
-    people["arm"] = people["arm"].replace({"intervention": HOSTILE_ARM})
+    people["arm"] = people["arm"].replace({"intervention": HOSTILE_ARM, "control": HOSTILE_CONTROL})
+    people["sex"] = people["sex"].replace({"F": HOSTILE_LEVEL})
+    people["end_reason"] = people["end_reason"].replace({"withdrawn": HOSTILE_END_REASON})
     sites = {"site_A": "inst1", "site_B": "inst2", "site_C": "inst10", "site_D": "inst11"}
     people["site"] = people["site"].map(sites)
     people.to_csv(cohort / "participants.csv", index=False)
@@ -84,9 +96,10 @@ def custom_study(tmp_path_factory) -> Path:
             "labels": {"age": {"label": "Age", "unit": "years"}},
         },
         "data": {"participants": "cohort/participants.csv", "episodes": "cohort/episodes.csv"},
-        "arms": {"control": "control", "intervention": HOSTILE_ARM},
+        "arms": {"control": HOSTILE_CONTROL, "intervention": HOSTILE_ARM},
         "covariates": {"age": "numeric", "sex": "categorical"},
         "adjust_for": ["age"],
+        "end_reason_labels": {HOSTILE_END_REASON: "withdrawn"},
         "models": [
             {"name": "km_first", "kind": "kaplan_meier"},
             {"name": "negbin_rate", "kind": "negbin"},
@@ -829,7 +842,12 @@ def test_custom_study_words_and_escaping(custom_study):
     seen = _page_text(page)
     h1 = re.search(r"<h1[^>]*>(.*?)<a class", page, re.S).group(1)
     assert _page_text(h1).strip() == STUDY_TITLE  # the study title, shown as written
-    assert HOSTILE_ARM in seen  # the arm label, as text
+    assert HOSTILE_ARM in seen and HOSTILE_CONTROL in seen  # the arm labels, as text
+    assert HOSTILE_LEVEL in seen  # a category of the data, as text (Table 1)
+    people = pd.read_csv(custom_study / "cohort/participants.csv", dtype=str)
+    assert not any(pid in page for pid in people["participant_id"])  # no file embedded
+    withdrawn = people["end_reason"] == HOSTILE_END_REASON
+    assert withdrawn.sum() > 0 and "window.__rs_pwned=15" not in page  # mapped, never shown
     heads = [_page_text(h).strip() for h in re.findall(r"<h2[^>]*>(.*?)<", page)]
     assert "4. Exacerbation rates" in heads and "5. Time to first exacerbation" in heads
     assert "6. Recurrent exacerbations: mean cumulative function" in heads

@@ -233,6 +233,21 @@ def test_claims_the_analysis_cannot_serve_get_a_row_saying_why():
     assert row["verdict"] == "not estimable" and "marginal-rate" in row["note"]
 
 
+def test_imputation_model_that_does_not_converge_gives_rows_not_a_crash(monkeypatch):
+    """A tiny cohort (issue 12: 12 participants) where the crude glm.nb for the imputations does
+    not converge: each claim gets a not-estimable row saying why; the workflow goes on."""
+    from recurstudy import tipping
+
+    def no_fit(counts, arms):
+        raise ValueError("the imputation model (crude glm.nb) did not converge")
+
+    monkeypatch.setattr(tipping, "_control_rate", no_fit)
+    table = tipping_point(config(imputations=2), SPECS, demo())
+    assert list(table.columns) == TIPPING_COLUMNS and len(table) == 1
+    row = table.iloc[0]
+    assert row["verdict"] == "not estimable" and "did not converge" in row["note"]
+
+
 def test_figure():
     table = tipping_point(config(deltas=[1.0, 40.0], imputations=2), SPECS, demo())
     fig = plot_tipping_point(table, {"episodes_68": 0.68})

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,14 +101,15 @@ CLAIM_COLUMNS = [
 
 _Z95 = float(stats.norm.ppf(0.975))
 _Z90 = float(stats.norm.ppf(0.95))
-_LOG_MAX = math.log(np.finfo(float).max)
+_MAX_LOG = math.log(sys.float_info.max)  # exp() of more overflows
 
 
 def to_reduction(x: float, scale: str) -> float:
     """A working-scale value as a reduction: ``1 - exp(x)`` for a log ratio, ``x`` itself for a
-    reduction (decreasing in `x` on the log-ratio scale)."""
-    if scale == "log_ratio":  # a ratio beyond float range (a diverging fit's bound): -inf
-        return 1.0 - math.exp(x) if x < _LOG_MAX else -math.inf
+    reduction (decreasing in `x` on the log-ratio scale). A ratio beyond the floats (a
+    degenerate fit's interval on a tiny cohort) is a reduction of -inf, not an OverflowError."""
+    if scale == "log_ratio":
+        return -math.inf if x > _MAX_LOG else 1.0 - math.exp(x)
     return float(x)
 
 

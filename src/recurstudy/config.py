@@ -247,13 +247,61 @@ def level_order(config: dict[str, Any], name: str, values) -> list:
     return given + [v for v in present if v not in set(given)]
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file, validate it and fill in defaults."""
-    path = Path(path)
+# The key that makes Snakemake render a config file with yte (Python expressions run at load).
+TEMPLATING_KEY = "__use_yte__"
+
+
+def _read_config_text(path: Path) -> str:
+    """The text of config file `path`; a FIFO, device or directory is refused before opening
+    (opening a FIFO would block)."""
+    import os
+    import stat
+
     try:
-        text = path.read_text(encoding="utf-8")
+        mode = os.stat(path).st_mode
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"cannot read config file {path}: not a regular file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read config file {path}: {why}") from None
+
+
+def refuse_templating(path: str | Path) -> str:
+    """Refuse a config file that Snakemake would render as a yte template; return its text.
+
+    A YAML config with a top-level ``__use_yte__: true`` is rendered by Snakemake's config
+    loader with yte, whose ``?`` expressions run Python (even under ``snakemake -n``). A config
+    is data, so any mention of the key is refused, found in the raw text or, written with
+    escapes, among the top-level keys of a safe parse. Call this before Snakemake or yte reads
+    the file; the file is never handed to yte here.
+    """
+    path = Path(path)
+    text = _read_config_text(path)
+    found = TEMPLATING_KEY in text
+    if not found:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            data = None  # load_config reports the syntax error
+        found = isinstance(data, dict) and TEMPLATING_KEY in {str(k) for k in data}
+    if found:
+        raise ConfigError(
+            f"config file {path}: {TEMPLATING_KEY}: templated configs are refused (a config is "
+            f"data; Snakemake would run the yte template's Python when loading it); remove the "
+            f"{TEMPLATING_KEY} key and write the values out"
+        )
+    return text
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (refusing templates, :func:`refuse_templating`), validate it and
+    fill in defaults."""
+    path = Path(path)
+    text = refuse_templating(path)
     try:
         config = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -261,3 +309,26 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
     return validate_config(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recurstudy.config FILE...``: check config files (templating, schema) before
+    handing them to Snakemake; exit 2 with the message naming the key if one is refused."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m recurstudy.config CONFIG.yaml [...]", file=sys.stderr)
+        return 2
+    for p in paths:
+        try:
+            load_config(p)
+        except ConfigError as exc:
+            print(f"recurstudy: {exc}", file=sys.stderr)
+            return 2
+        print(f"{p}: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,30 +4,56 @@ A text cell that begins with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage re
 formula by Excel, LibreOffice and Google Sheets ("CSV injection"). Every text cell the project
 writes from config or data (claim statements, arm labels, messages, failing values) is therefore
 prefixed with a single quote when it begins with one of them, as OWASP recommends; numbers are
-written as numbers.
+written as numbers, and so is a text cell that is a plain negative number (``-0.5``, a failing
+value in ``failure_cases.csv``): a spreadsheet reads it as that number and runs nothing. With
+``headers=True`` (the report's tables, whose column names carry arm labels) the header cells
+are made safe the same way.
+
+Every CSV the package writes goes through :func:`spreadsheet_safe`: :func:`write_csv` (results),
+the validation report (``failure_cases.csv``, ``excluded.csv``) and the report's
+``reports/tables/*.csv``. ``recurstudy simulate`` writes input tables of its own making.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` with every text cell that a spreadsheet would run as a formula quoted ('=1+1)."""
+def formula_like(value: Any) -> bool:
+    """Whether `value` is text that a spreadsheet would run as a formula."""
+    return (
+        isinstance(value, str)
+        and value.startswith(FORMULA_START)
+        and not _NEGATIVE_NUMBER.fullmatch(value)
+    )
+
+
+def _safe_text(value: Any) -> Any:
+    return f"'{value}" if formula_like(value) else value
+
+
+def spreadsheet_safe(df: pd.DataFrame, headers: bool = False) -> pd.DataFrame:
+    """`df` with every text cell that a spreadsheet would run as a formula quoted ('=1+1); with
+    `headers`, the column names too."""
     out = df
     for col in df.columns:
         s = df[col]
         if s.dtype != object and not isinstance(s.dtype, pd.StringDtype):
             continue
-        text = s.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START))
+        text = s.map(formula_like).astype(bool)
         if text.any():
             if out is df:
                 out = df.copy()
             out[col] = s.where(~text, "'" + s.astype(str))
+    if headers and any(formula_like(c) for c in df.columns):
+        out = out.rename(columns=_safe_text) if out is not df else df.rename(columns=_safe_text)
     return out
 
 

@@ -54,6 +54,12 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
         raise InputError(path, f"file not found (the {table} table is required by the config)")
     if path.is_dir():
         raise InputError(path, "is a directory, not a CSV or Parquet file")
+    kind = _not_regular(path)
+    if kind:
+        # checked with stat before any open: opening a FIFO blocks, a device never ends
+        raise InputError(
+            path, f"is {kind}, not a regular file; data.{table} must name a CSV or Parquet file"
+        )
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
         df = _read_csv(path)
@@ -70,6 +76,24 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
             path, f"has a header but no data rows; the {table} table must not be empty"
         )
     return df
+
+
+def _not_regular(path: Path) -> str:
+    """What `path` is when it is not a regular file (after symlinks): ``a FIFO (named pipe)``,
+    ``a device``, ``a socket``; empty for a regular file. Uses stat only, never opens."""
+    import os
+    import stat
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "neither a file nor a directory"
 
 
 # --------------------------------------------------------------------------------------- CSV

@@ -372,7 +372,11 @@ def tipping_point(
         planned = planned_end(cp, participants, tp.get("planned_followup_days"))
         drop = informative_dropouts(cp, participants, reasons, planned)
         log_rate, se_rate, theta = _control_rate(counts, arms)
-    except ValueError as exc:  # e.g. a tiny cohort whose imputation model does not converge
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        # a small or degenerate cohort (the imputation model does not converge or is
+        # singular): each claim says why, the workflow goes on
+        if isinstance(exc, np.linalg.LinAlgError):
+            exc = ValueError("the imputation model is singular")
         for claim, spec, _ in todo:
             rows.append(
                 {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from recurstudy.contract import (
     column_specs,
     natural_sorted,
 )
+from recurstudy.csvout import spreadsheet_safe
 from recurstudy.derive import in_pair_order
 from recurstudy.io import ROW_COLUMN, InputError, read_table
 from recurstudy.schemas import (
@@ -528,19 +530,29 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _md_cell(text: str, limit: int = 80) -> str:
+def _md_plain(text: str, limit: int) -> str:
     text = str(text).replace("\r", "\\r").replace("\n", "\\n")
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return text.replace("|", "\\|")
+    return text
+
+
+def _md_cell(text: str, limit: int = 80) -> str:
+    """Text from the config or the data (file names, arm labels, column names, reasons) for a
+    cell of report.md: on one line, HTML-escaped, with no table break and no link or image."""
+    text = html.escape(_md_plain(text, limit), quote=False)
+    return text.replace("|", "\\|").replace("](", "]\\(").replace("`", "\\`")
 
 
 def _md_code(text: str, limit: int = 80) -> str:
-    text = _md_cell(text, limit).replace("\\|", "|")
+    """A failing value as a code span, whose fence is longer than any run of backticks in it
+    (so that it cannot be closed early); a code span shows HTML as text."""
+    text = _md_plain(text, limit)
     if text == "":
         return "(empty)"
-    fence = "``" if "`" in text else "`"
-    pad = " " if fence == "``" else ""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if longest else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
@@ -558,7 +570,7 @@ def _markdown(outcome: ValidationOutcome, counts: pd.DataFrame, flow: dict) -> s
         lines.append(f"**Result: failed.** {_summary_line(outcome)}.")
     if outcome.warnings:
         lines += ["", "## Warnings", ""]
-        lines += [f"- {_md_cell(html.escape(w, quote=False), 400)}" for w in outcome.warnings]
+        lines += [f"- {_md_cell(w, 400)}" for w in outcome.warnings]
     lines += ["", f"Mode (`on_invalid`): `{outcome.mode}`", "", "| table | file |", "|---|---|"]
     for table in TABLES:
         lines.append(f"| {table} | {_md_cell(outcome.files.get(table, '(not given)'))} |")
@@ -582,7 +594,7 @@ def _markdown(outcome: ValidationOutcome, counts: pd.DataFrame, flow: dict) -> s
             lines += ["", f"### {rec.table} · {_md_cell(col)} · {_md_cell(rec.check)}", ""]
             for ex in sub.itertuples(index=False):
                 where = ex.file if pd.isna(ex.row) else f"{ex.file}:{int(ex.row)}"
-                lines.append(f"- `{_md_cell(where)}`: {_md_code(ex.value, 200)}")
+                lines.append(f"- {_md_code(where)}: {_md_code(ex.value, 200)}")
             if rec.count > REPORT_MD_EXAMPLES:
                 lines.append(f"- … and {rec.count - REPORT_MD_EXAMPLES} more in failure_cases.csv")
 
@@ -641,8 +653,9 @@ def write_validation_report(outcome: ValidationOutcome, outdir: Path | str) -> N
     text = json.dumps(_jsonable(summary), indent=2, sort_keys=True, ensure_ascii=False)
     (out / "report.json").write_text(text + "\n", encoding="utf-8", newline="\n")
     (out / "report.md").write_text(_markdown(outcome, counts, flow), encoding="utf-8", newline="\n")
-    failures.to_csv(out / "failure_cases.csv", index=False, lineterminator="\n")
-    outcome.excluded[EXCLUDED_COLUMNS].to_csv(
+    # failing values are the data's own text: spreadsheet-safe like every other CSV output
+    spreadsheet_safe(failures).to_csv(out / "failure_cases.csv", index=False, lineterminator="\n")
+    spreadsheet_safe(outcome.excluded[EXCLUDED_COLUMNS]).to_csv(
         out / "excluded.csv", index=False, lineterminator="\n"
     )
 

@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from recurstudy.config import ConfigError, validate_config
+from recurstudy.config import ConfigError, refuse_templating, validate_config
 from recurstudy.contract import DATASETS
 from recurstudy.models import get_model, model_specs
 from recurstudy.plan import plan_path
@@ -37,7 +37,25 @@ if _unwritable:
     sys.stderr.write(f"recurstudy: {_unwritable}\n")
     sys.exit(1)
 
+
+def _refuse_templates(paths):
+    """Stop with a short message when a config file is a yte template (__use_yte__)."""
+    try:
+        for path in paths:
+            refuse_templating(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"recurstudy: {exc}\n")
+        sys.exit(1)
+
+
+# Snakemake renders a --configfile before this file runs (snakemake.settings.types.ConfigSettings):
+# a template there has already run when we see it, so the run stops here and the documentation
+# says to check a config you did not write first (python -m recurstudy.config FILE,
+# docs/hostile-inputs.md). The workflow's own config file is checked before it is loaded.
+_refuse_templates(workflow.overwrite_configfiles or [])
 if not config:
+    if os.path.exists("config/config.yaml"):
+        _refuse_templates(["config/config.yaml"])
 
     configfile: "config/config.yaml"
 
@@ -57,10 +75,11 @@ CLEAN = ["participants", "episodes"] + (
 
 
 def data_inputs(wildcards=None):
-    """The cohort tables named in the config that exist: a missing one is reported by the
-    validation rule itself (with the other tables' problems), not as a Snakemake error.
+    """The cohort tables named in the config that exist as regular files: a missing one, or a
+    FIFO or device (which Snakemake must not open or checksum), is reported by the validation
+    rule itself (with the other tables' problems), not as a Snakemake error.
     """
-    return {n: config["data"][n] for n in CLEAN if os.path.exists(config["data"][n])}
+    return {n: config["data"][n] for n in CLEAN if os.path.isfile(config["data"][n])}
 
 
 SPECS = {spec.name: spec for spec in model_specs(config)}
