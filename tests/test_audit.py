@@ -344,3 +344,32 @@ def test_relpath_keeps_links_as_given(tmp_path, monkeypatch):
     assert _relpath(Path(".") / "cohort/p.csv", ".") == "cohort/p.csv"
     assert _relpath(tmp_path / "link/run/config.yaml", ".") == "config.yaml"
     assert _relpath(Path(".") / "../beside.csv", ".") == "../beside.csv"
+
+
+def test_templated_config_is_refused_before_the_rerun(tmp_path, monkeypatch):
+    """A folder someone sent, whose config (hashed in its own manifest) is a yte template:
+    Snakemake would run the template's Python when loading the --configfile, so the audit
+    refuses it (exit 2, one line naming __use_yte__) and never starts the re-run."""
+    run, manifest = _crafted_run(tmp_path)
+    sentinel = tmp_path / "pwned"
+    (run / "config.yaml").write_text(
+        "__use_yte__: true\n"
+        f'?if __import__("pathlib").Path("{sentinel}").write_text("x"):\n'
+        "  data: {}\n"
+    )
+    manifest["inputs"][0]["sha256"] = sha256_file(run / "config.yaml")
+    path = run / "reports/manifest.json"
+    path.write_text(json.dumps(manifest))
+
+    real_run = subprocess.run
+
+    def no_snakemake(cmd, *args, **kwargs):
+        if Path(str(cmd[0])).name == "snakemake":
+            raise AssertionError("the templated config reached Snakemake")
+        return real_run(cmd, *args, **kwargs)  # git, for the source commit
+
+    monkeypatch.setattr(audit_module.subprocess, "run", no_snakemake)
+    out, err = io.StringIO(), io.StringIO()
+    assert audit(path, out=out, err=err) == 2
+    assert err.getvalue().count("\n") == 1 and "__use_yte__" in err.getvalue(), err.getvalue()
+    assert not sentinel.exists()

@@ -239,6 +239,15 @@ def _rerun(
     """Re-run the workflow in `tmp` from copies of the inputs; the lines of `compare_outputs`,
     or None when the re-run failed (its error printed)."""
     rerun, config = _copy_inputs(manifest, run_dir, tmp)
+    if config is not None:
+        # Snakemake renders a yte template (__use_yte__) in a --configfile before any of our
+        # code runs: a folder someone sent must not run code through the audit.
+        from recurstudy.config import ConfigError, refuse_templating
+
+        try:
+            refuse_templating(config)
+        except ConfigError as exc:
+            raise ManifestError(f"the run's config file is refused: {exc}") from None
     cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(snakefile)]
     cmd += ["--directory", str(rerun), "--cores", str(cores)]
     if config is not None:
