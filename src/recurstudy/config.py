@@ -254,14 +254,13 @@ TEMPLATING_KEY = "__use_yte__"
 def _read_config_text(path: Path) -> str:
     """The text of config file `path`; a FIFO, device or directory is refused before opening
     (opening a FIFO would block)."""
-    import os
-    import stat
+    from recurstudy.io import not_regular
 
     try:
-        mode = os.stat(path).st_mode
+        irregular = not_regular(path)  # stat only: never opens
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
+    if irregular:
         raise ConfigError(f"cannot read config file {path}: not a regular file")
     try:
         return path.read_text(encoding="utf-8")

@@ -54,7 +54,7 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
         raise InputError(path, f"file not found (the {table} table is required by the config)")
     if path.is_dir():
         raise InputError(path, "is a directory, not a CSV or Parquet file")
-    kind = _not_regular(path)
+    kind = not_regular(path)
     if kind:
         # checked with stat before any open: opening a FIFO blocks, a device never ends
         raise InputError(
@@ -78,7 +78,7 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
     return df
 
 
-def _not_regular(path: Path) -> str:
+def not_regular(path: str | Path) -> str:
     """What `path` is when it is not a regular file (after symlinks): ``a FIFO (named pipe)``,
     ``a device``, ``a socket``; empty for a regular file. Uses stat only, never opens."""
     import os

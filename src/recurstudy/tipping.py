@@ -358,35 +358,35 @@ def tipping_point(
     if not todo:
         return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
 
-    if "end_reason" not in participants.columns:  # optional in the data contract
-        note = (
-            "not done: the participants table has no end_reason column, so informative "
-            "dropouts cannot be told from administrative censoring"
+    def unserved(verdict: str, why: str) -> pd.DataFrame:
+        """Every claim to serve gets a row saying why the analysis did not run."""
+        rows.extend(
+            {
+                "claim_id": c["id"],
+                "model": spec.name,
+                "verdict": verdict,
+                "note": f"{verdict}: {why}",
+            }
+            for c, spec, _ in todo
         )
-        for claim, spec, _ in todo:
-            rows.append(
-                {"claim_id": claim["id"], "model": spec.name, "verdict": "not done", "note": note}
-            )
         return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
+
+    if "end_reason" not in participants.columns:  # optional in the data contract
+        return unserved(
+            "not done",
+            "the participants table has no end_reason column, so informative dropouts cannot "
+            "be told from administrative censoring",
+        )
     try:
         planned = planned_end(cp, participants, tp.get("planned_followup_days"))
         drop = informative_dropouts(cp, participants, reasons, planned)
         log_rate, se_rate, theta = _control_rate(counts, arms)
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        # a small or degenerate cohort (the imputation model does not converge or is
-        # singular): each claim says why, the workflow goes on
-        if isinstance(exc, np.linalg.LinAlgError):
-            exc = ValueError("the imputation model is singular")
-        for claim, spec, _ in todo:
-            rows.append(
-                {
-                    "claim_id": claim["id"],
-                    "model": spec.name,
-                    "verdict": "not estimable",
-                    "note": f"not estimable: {exc}",
-                }
-            )
-        return pd.DataFrame(rows).reindex(columns=TIPPING_COLUMNS)
+    except np.linalg.LinAlgError:  # before ValueError, of which it is a subclass
+        return unserved("not estimable", "the imputation model is singular")
+    except ValueError as exc:
+        # a small or degenerate cohort (the imputation model does not converge): each claim
+        # says why, the workflow goes on
+        return unserved("not estimable", str(exc))
 
     def fit(spec: ModelSpec, model: Any, datasets: Mapping[str, pd.DataFrame]) -> Any:
         return fit_spec(spec, {d: datasets[d] for d in model.datasets})

@@ -540,11 +540,11 @@ def coxph_fit(
                 )
 
     # Structural test (recurstudy.models.monotone, test 2): every event at a covariate's lowest
-    # (highest) value with other values at risk.  One pass over the event rows per column.
-    no_event = no_event_levels(xs, rs, prob.xs_ev)
+    # (highest) value with other values at risk, on the covariate's own scale.  One pass over
+    # the event rows per column.
+    no_event = no_event_levels(Xa, rs)
     lev = np.isfinite(no_event)
     if lev.any():
-        no_event[lev] = Xa[rs.ev_pos[0], lev]  # the value on the covariate's own scale
         messages.append(
             "every event at the lowest or highest value of "
             + ", ".join(np.array(names)[lev])

@@ -658,9 +658,7 @@ def frailty_cox_fit(
 
     # Monotone likelihood in a fixed effect (recurstudy.models.monotone): the structural test,
     # and R's agreg.fit test on the Newton step the final inner fit would still take.
-    no_event = no_event_levels(xc, prob.rs)
-    lev = np.isfinite(no_event)
-    no_event[lev] = Xa[prob.ev[0], lev]
+    no_event = no_event_levels(Xa, prob.rs)  # on the covariates' own scale
     _, step_b = _chsolve3(ch, res.u_w, res.u_b)
     infinite = ~sing & (
         ~np.isfinite(res.u_b) | (np.abs(step_b) > toler_inf * (1.0 + np.abs(res.beta)))

@@ -94,14 +94,13 @@ def r_infinite(
     return ~np.isfinite(u) | flag
 
 
-def no_event_levels(x: np.ndarray, rs: RiskSets, x_ev: np.ndarray | None = None) -> np.ndarray:
+def no_event_levels(x: np.ndarray, rs: RiskSets) -> np.ndarray:
     """Per column of `x` (n, p), the value every event has when it is the column's lowest or
     highest value and rows with another value are at risk at some event time of `rs` (their
     own stratum's); NaN otherwise (see the module docstring, test 2).
 
-    ``x_ev``: ``x`` at the event rows when the caller has it.  Costs one pass over the event
-    rows per column; the risk sets are only consulted for a column whose events all share one
-    value (none, on data that can estimate the model).
+    Costs one pass over the event rows per column; the risk sets are only consulted for a
+    column whose events all share one value (none, on data that can estimate the model).
     """
     x = np.asarray(x, dtype=float)
     if x.ndim == 1:
@@ -109,7 +108,7 @@ def no_event_levels(x: np.ndarray, rs: RiskSets, x_ev: np.ndarray | None = None)
     out = np.full(x.shape[1], np.nan)
     if rs.ev_pos.size == 0:
         return out
-    xe = x[rs.ev_pos] if x_ev is None else np.asarray(x_ev)
+    xe = x[rs.ev_pos]
     lo, hi = xe.min(axis=0), xe.max(axis=0)
     for j in np.flatnonzero(lo == hi):
         v = lo[j]
