@@ -1,16 +1,18 @@
 # R's fits on the benchmark cohort's derived datasets, timed (reading not included).
-# Usage: Rscript benchmarks/r_fits.R DIR   (DIR holds counting_process.csv and counts.csv written
-# by benchmarks/run.py from the workflow's own Parquet files); prints one JSON object of seconds.
+# Usage: Rscript benchmarks/r_fits.R DIR [CONTROL INTERVENTION]   (DIR holds counting_process.csv
+# and counts.csv written by benchmarks/run.py from the workflow's own Parquet files; the arm labels
+# default to the simulated cohort's); prints one JSON object of seconds.
 suppressPackageStartupMessages({
   library(survival)
   library(MASS)
 })
 args <- commandArgs(trailingOnly = TRUE)
 dir <- args[[1]]
+arms <- if (length(args) >= 3) args[2:3] else c("control", "intervention")
 cp <- read.csv(file.path(dir, "counting_process.csv"), stringsAsFactors = FALSE)
 counts <- read.csv(file.path(dir, "counts.csv"), stringsAsFactors = FALSE)
-cp$arm <- factor(cp$arm, levels = c("control", "intervention"))
-counts$arm <- factor(counts$arm, levels = c("control", "intervention"))
+cp$arm <- factor(cp$arm, levels = arms)
+counts$arm <- factor(counts$arm, levels = arms)
 elapsed <- function(expr) unname(system.time(expr, gcFirst = TRUE)[["elapsed"]])
 out <- list(
   rows_counting_process = nrow(cp),

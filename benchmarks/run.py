@@ -17,11 +17,17 @@ For each size it simulates a cohort (about 3 episodes per participant, no pain s
 7. where ``Rscript`` is installed, times R's ``coxph`` (+ ``cluster``), ``glm.nb`` and ``glm`` on
    the same derived data (benchmarks/r_fits.R), in the same run.
 
+``--cgd-intervals N`` adds the measurement the registry-scale issue was written from: R's
+``survival::cgd`` trial (tests/fixtures/public/cgd, quoted as R's ``write.csv`` writes it, 8
+covariates) replicated until its counting process has at least N intervals (1,000,181 intervals,
+630k participants, for N = 1M), with its own config; it times the same core targets, their jobs
+and R's two fits on the same data.
+
 It prints a table (ours, R's, ratio) and the growth exponent of each stage between 100k and 1M
 (log10 of the time ratio: 1.0 is linear), and writes everything as JSON.
 
 Usage: .venv/bin/python benchmarks/run.py [--sizes 10000 100000 1000000] [--json FILE]
-       [--workdir DIR] [--cores 2] [--no-r]
+       [--workdir DIR] [--cores 2] [--no-r] [--cgd-intervals 1000000]
 """
 
 from __future__ import annotations
@@ -167,7 +173,7 @@ def cox_as_r(cp: Any, strata: str | None) -> Any:
     )
 
 
-def r_fits(run: Path, log: Path) -> dict[str, Any] | None:
+def r_fits(run: Path, log: Path, arms: tuple[str, str] | None = None) -> dict[str, Any] | None:
     """R's fit seconds on the same derived data (None when Rscript is missing)."""
     if shutil.which("Rscript") is None:
         return None
@@ -180,7 +186,7 @@ def r_fits(run: Path, log: Path) -> dict[str, Any] | None:
             tmp / f"{name}.csv", index=False
         )
     out = subprocess.run(
-        ["Rscript", str(ROOT / "benchmarks" / "r_fits.R"), str(tmp)],
+        ["Rscript", str(ROOT / "benchmarks" / "r_fits.R"), str(tmp), *(arms or ())],
         capture_output=True,
         text=True,
         check=False,
@@ -230,6 +236,73 @@ def bench_size(n: int, workdir: Path, cores: int, with_r: bool) -> dict[str, Any
         "r": r_fits(run, run / "r.log") if with_r else None,
     }
     shutil.rmtree(run / "data")  # the cohort is large; the results stay for inspection
+    shutil.rmtree(run / "r", ignore_errors=True)
+    return result
+
+
+CGD = ROOT / "tests" / "fixtures" / "public" / "cgd"
+
+
+def cgd_cohort(intervals: int, run: Path) -> tuple[int, int]:
+    """R's cgd replicated (ids ``<copy>-<id>``) until the counting process has at least
+    `intervals` rows; the copies and participants written to ``run/data``. Every field quoted,
+    as R's ``write.csv`` writes it (the fixture's own form)."""
+    import csv as csvmod
+
+    import pandas as pd
+    import yaml
+
+    from recurstudy.derive import counting_process
+
+    config = yaml.safe_load((CGD / "config.yaml").read_text())
+    people = pd.read_csv(CGD / "participants.csv", dtype=str, keep_default_na=False)
+    episodes = pd.read_csv(CGD / "episodes.csv", dtype=str, keep_default_na=False)
+    typed_p = people.assign(
+        enrolled_on=pd.to_datetime(people["enrolled_on"]),
+        followup_end=pd.to_datetime(people["followup_end"]),
+    )
+    typed_e = episodes.assign(onset_on=pd.to_datetime(episodes["onset_on"]))
+    per_copy = len(counting_process(typed_p, typed_e, config))
+    copies = math.ceil(intervals / per_copy)
+    data = run / "data"
+    data.mkdir(parents=True)
+    for name, frame in (("participants", people), ("episodes", episodes)):
+        big = pd.concat([frame] * copies, ignore_index=True)
+        copy = pd.Series(range(copies)).repeat(len(frame)).to_numpy().astype(str)
+        big["participant_id"] = copy + "-" + big["participant_id"].to_numpy().astype(str)
+        big.to_csv(data / f"{name}.csv", index=False, quoting=csvmod.QUOTE_ALL)
+    config["data"] = {"participants": "data/participants.csv", "episodes": "data/episodes.csv"}
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return copies, copies * per_copy
+
+
+def bench_cgd(intervals: int, workdir: Path, cores: int, with_r: bool) -> dict[str, Any]:
+    """The core targets on cgd replicated to `intervals` intervals (the issue's measurement)."""
+    import yaml
+
+    run = workdir / f"cgd{intervals}"
+    if run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    log = run / "benchmark.log"
+    copies, n_intervals = cgd_cohort(intervals, run)
+    base = [*SNAKEMAKE, "--directory", str(run), "--configfile", str(run / "config.yaml")]
+    startup_s, _ = timed([*base, "-n", "-q"], cwd=run, log=log)
+    core_s, core_mb = timed([*base, "--cores", str(cores), *CORE_TARGETS], cwd=run, log=log)
+    arms = yaml.safe_load((run / "config.yaml").read_text())["arms"]
+    r = r_fits(run, run / "r.log", (arms["control"], arms["intervention"])) if with_r else None
+    result = {
+        "copies": copies,
+        "participants": copies * 128,
+        "intervals": n_intervals,
+        "snakemake_startup_s": startup_s,
+        "core_end_to_end": {"s": core_s, "peak_mb": core_mb, "targets": CORE_TARGETS},
+        "jobs": job_benchmarks(run),
+        "r": r,
+        "r_coxph_plus_glm_nb_s": (r["coxph_andersen_gill"] + r["glm_nb"]) if r else None,
+    }
+    result["ratio_end_to_end"] = ratio(core_s, result["r_coxph_plus_glm_nb_s"])
+    shutil.rmtree(run / "data")
     shutil.rmtree(run / "r", ignore_errors=True)
     return result
 
@@ -340,17 +413,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/recurstudy-benchmark"))
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--no-r", action="store_true", help="skip R even where it is installed")
+    parser.add_argument(
+        "--cgd-intervals",
+        type=int,
+        default=0,
+        help="also time R's cgd replicated to this many intervals (the issue's measurement)",
+    )
     args = parser.parse_args(argv)
     results = [bench_size(n, args.workdir, args.cores, not args.no_r) for n in args.sizes]
     summary = summarise(results)
     print_table(summary)
+    cgd = None
+    if args.cgd_intervals:
+        cgd = bench_cgd(args.cgd_intervals, args.workdir, args.cores, not args.no_r)
+        print(
+            f"\ncgd x {cgd['copies']} ({cgd['participants']} participants, {cgd['intervals']}"
+            f" intervals): e2e {cgd['core_end_to_end']['s']:.2f} s, R coxph + glm.nb"
+            f" {fmt(cgd['r_coxph_plus_glm_nb_s'])} s, ratio {fmt(cgd['ratio_end_to_end'])}"
+        )
+        for job, v in sorted(cgd["jobs"].items()):
+            print(f"  {job:<30} {v['s']:6.2f} s {v['max_rss_mb']:8.0f} MB")
     machine = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
     }
-    doc = {"machine": machine, "summary": summary, "sizes": results}
+    doc = {"machine": machine, "summary": summary, "sizes": results, "cgd_replicated": cgd}
     args.json.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     print(f"\nwritten {args.json}")
 

@@ -6,12 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recurstudy.io import InputError, read_table
+from recurstudy.io import TEXT, InputError, read_table
 from recurstudy.validate import (
     main_validate,
     validate_cohort,
@@ -173,7 +174,9 @@ def test_read_table_keeps_text_and_marks_empty_as_missing(tmp_path):
     df = read_table(root / "data" / "episodes.csv", "episodes")
     assert df["resolved_on"].isna().all()
     assert df["severity"].tolist() == ["NA"]  # only "" is missing; NA is reported as not a number
-    assert all(pd.api.types.is_object_dtype(t) for t in df.drop(columns="_row").dtypes)
+    # text as Arrow-backed strings (pandas 3's str), missing as NaN
+    assert all(t == TEXT for t in df.drop(columns="_row").dtypes)
+    assert df["resolved_on"].iloc[0] is np.nan
 
 
 def test_unknown_extension(tmp_path):

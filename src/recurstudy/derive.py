@@ -45,6 +45,7 @@ import pandas as pd
 
 from recurstudy.contract import ARM, ID, TABLES, arm_labels
 from recurstudy.contract import DATASETS as DATASET_NAMES
+from recurstudy.io import is_ascending, positions, read_parquet
 
 
 def _covariate_columns(config: dict) -> list[str]:
@@ -103,7 +104,7 @@ class _Layout:
         n = len(participants)
         enrolled = participants["enrolled_on"].to_numpy(dtype="datetime64[ns]")
         self.fu_days = _days_np(participants["followup_end"].to_numpy("datetime64[ns]"), enrolled)
-        pos = pd.Index(participants[ID]).get_indexer(episodes[ID])
+        pos = positions(participants[ID], episodes[ID])
         known = pos >= 0  # episodes of unknown participants (rejected by validation) are ignored
         pos = pos[known]
         onset_on = episodes["onset_on"].to_numpy(dtype="datetime64[ns]")[known]
@@ -192,7 +193,7 @@ def _days_np(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
 
 def _by_id(df: pd.DataFrame) -> pd.DataFrame:
     """Rows in participant-id order (stable); the validated table usually is already."""
-    if df[ID].is_monotonic_increasing:
+    if is_ascending(df[ID]):
         if df.index.equals(pd.RangeIndex(len(df))):
             return df  # reset_index would copy every column for the same frame
         return df.reset_index(drop=True)
@@ -276,7 +277,7 @@ def counts(
         )
     # the counting process of these participants, already derived
     iv = pd.DataFrame(
-        {"pos": pd.Index(participants[ID]).get_indexer(cp[ID]), **cp[["event", "start", "stop"]]}
+        {"pos": positions(participants[ID], cp[ID]), **cp[["event", "start", "stop"]]}
     )
     return _counts_frame(participants, iv, config)
 
@@ -336,7 +337,7 @@ def read_clean(clean_dir: str | Path) -> dict[str, pd.DataFrame]:
     for name in TABLES:
         path = clean_dir / f"{name}.parquet"
         if path.exists():
-            tables[name] = pd.read_parquet(path)
+            tables[name] = read_parquet(path)
     return tables
 
 

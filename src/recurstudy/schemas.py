@@ -43,6 +43,7 @@ from recurstudy.contract import (
     arm_labels,
     column_specs,
 )
+from recurstudy.io import is_text, positions
 
 # Check names used outside the schemas (table-level failures).
 CHECK_PRESENT = "column present"
@@ -83,8 +84,9 @@ _LAST_DAY_NUMBER = (_LAST_DAY - pd.Timestamp(0)).days
 
 
 def parse_string(s: pd.Series) -> pd.Series:
-    """Text values (object dtype); non-text Parquet values become their string form."""
-    if s.dtype == object:
+    """Text values (as read: object or string dtype); non-text Parquet values become their
+    string form."""
+    if is_text(s):
         return s
     out = s.astype(str).astype(object)
     return out.where(s.notna(), np.nan)
@@ -101,7 +103,7 @@ def parse_date(s: pd.Series, text: Any = None) -> pd.Series:
         # to 2262-04-11, e.g. a placeholder 9999-12-31): those are not dates here, like in a CSV
         inside = (s >= _FIRST_DAY) & (s <= _LAST_DAY)
         return s.where(inside).astype("datetime64[ns]").dt.normalize()
-    if s.dtype != object:
+    if not is_text(s):
         return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     fast = _parse_iso_dates_arrow(s, text)
     if fast is not None:
@@ -131,7 +133,7 @@ def _parse_iso_dates_arrow(s: pd.Series, text: Any = None) -> pd.Series | None:
         return None
     try:
         iso = pc.fill_null(pc.match_substring_regex(arr, f"^{_ISO_DATE}$"), False)
-        days = pc.cast(pc.if_else(iso, arr, pa_.scalar(None, pa_.string())), pa_.date32())
+        days = pc.cast(pc.if_else(iso, arr, pa_.scalar(None, arr.type)), pa_.date32())
     except (pa_.ArrowException, TypeError, ValueError):
         return None
     low, high = pc.min_max(days.view(pa_.int32())).values()  # days since 1970-01-01
@@ -165,7 +167,7 @@ def parse_number(s: pd.Series, text: Any = None) -> pd.Series:
         out = s.astype("float64")
     elif pd.api.types.is_numeric_dtype(s.dtype):
         out = pd.to_numeric(s, errors="coerce").astype("float64")
-    elif s.dtype == object:
+    elif is_text(s):
         out = _parse_plain_decimals_arrow(s, text)
         if out is None:
             out = pd.to_numeric(s, errors="coerce").astype("float64")
@@ -228,7 +230,7 @@ def parse_boolean(s: pd.Series) -> pd.Series:
         return s.astype("boolean")
     if pd.api.types.is_numeric_dtype(s.dtype):
         return s.map({1: True, 0: False}).astype("boolean")
-    if s.dtype != object:
+    if not is_text(s):
         return pd.Series(pd.NA, index=s.index, dtype="boolean")
     return (
         s.astype(str).str.strip().str.lower().map(_BOOLEAN_WORDS).where(s.notna()).astype("boolean")
@@ -248,10 +250,14 @@ PARSERS: dict[str, Callable[..., pd.Series]] = {
 
 
 def _arrow_strings(s: pd.Series) -> Any:
-    """An object column as an Arrow string array (NaN and None null), or None when a value is
-    not text."""
+    """A text column as an Arrow string array (``large_string`` from a :data:`~recurstudy.io.TEXT`
+    column, which is Arrow already and not copied; else ``string``), NaN and None null; None when
+    a value is not text."""
     import pyarrow as pa_
 
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        arr = pa_.array(s.array)
+        return arr.combine_chunks() if isinstance(arr, pa_.ChunkedArray) else arr
     try:
         return pa_.array(s.to_numpy(), type=pa_.string(), from_pandas=True)
     except (pa_.ArrowException, TypeError, ValueError):
@@ -265,7 +271,7 @@ def _parse_check(spec: ColumnSpec, cache: dict[str, pd.Series] | None) -> pa.Che
     def parses(s: pd.Series) -> pd.Series:
         # A text column is made an Arrow array once: the parser's fast path and the missing
         # mask share it (pd.isna on object columns took 0.35 s for the 8 parsed columns at 1M).
-        text = _arrow_strings(s) if takes_text and s.dtype == object else None
+        text = _arrow_strings(s) if takes_text and is_text(s) else None
         parsed = parser(s) if text is None else parser(s, text)
         if cache is not None:
             cache[spec.name] = parsed
@@ -418,7 +424,7 @@ def _repeats_in_order(sub: pd.DataFrame) -> np.ndarray | None:
     tie = np.ones(n - 1, dtype=bool)  # row i == row i + 1 on the keys so far
     for col in sub.columns:
         values = sub[col]
-        if values.dtype == object:
+        if is_text(values):
             arr = _arrow_strings(values)
             if arr is None or arr.null_count:
                 return None
@@ -449,6 +455,10 @@ def _arrow_text(s: pd.Series) -> Any:
     """`s` as an Arrow string array (missing values null); non-text values by their ``str``."""
     import pyarrow as pa_
 
+    if is_text(s):
+        arr = _arrow_strings(s)
+        if arr is not None:
+            return arr
     try:  # text columns convert without a Python-level loop
         return pa_.array(s.to_numpy(dtype=object), type=pa_.string(), from_pandas=True)
     except (pa_.ArrowException, TypeError, ValueError):
@@ -568,7 +578,7 @@ def link_frame(
         index=participants.index,
     )
     bounds = bounds[bounds[ID].notna()].drop_duplicates(ID)
-    pos = pd.Index(bounds[ID]).get_indexer(child[ID])  # one hash lookup per row; -1: unknown
+    pos = positions(bounds[ID], child[ID])  # one hash lookup per row; -1: unknown
     known = pos >= 0
     take = np.where(known, pos, 0)
     out = pd.DataFrame({ID: child[ID], rule.date: child[rule.date]}, index=child.index)

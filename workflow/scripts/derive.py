@@ -2,15 +2,14 @@
 
 import logging
 
-import pandas as pd
-
 from recurstudy.derive import derive_all, write_parquet
+from recurstudy.io import read_parquet
 from recurstudy.settings import load_settings
 
 snakemake = globals()["snakemake"]
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(message)s")
-participants = pd.read_parquet(snakemake.input.participants)
-episodes = pd.read_parquet(snakemake.input.episodes)
+participants = read_parquet(snakemake.input.participants)
+episodes = read_parquet(snakemake.input.episodes)
 settings = load_settings(snakemake.params.settings, "derive")
 for name, df in derive_all(participants, episodes, settings).items():
     write_parquet(df, snakemake.output[name])

@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recurstudy.io import factorize
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -161,7 +162,7 @@ def mean_at(cp: pd.DataFrame, tau: float) -> MeanAtTau:
     """The mean cumulative number of episodes by `tau` of the participants in `cp` (one arm's
     counting-process rows: participant_id, start, stop, event) with each participant's influence
     U_i(tau) and the robust variance sum_i U_i(tau)^2 (vectorised; see the module docstring)."""
-    codes, ids = pd.factorize(cp[ID], sort=False)
+    codes, ids = factorize(cp[ID])
     rs, n_risk, start, stop = _risk_sets(cp)
     dmu = np.where(rs.group_time <= tau, rs.d / n_risk, 0.0)
     contrib = -rs.row_sums(dmu / n_risk)  # -(sum over the row's event times at risk of d / Y^2)
@@ -198,7 +199,7 @@ def pseudo_score_test(cp: pd.DataFrame, tau: float, intervention: str) -> pd.Dat
     pooled mean function under H0), ``statistic`` U^2 / variance, ``df`` 1, ``p_value``
     (chi-square), ``variance_naive`` (Poisson-process variance, reference only) and ``tau``.
     """
-    codes, ids = pd.factorize(cp[ID], sort=False)
+    codes, ids = factorize(cp[ID])
     z = _arm_mask(cp["arm"], intervention).astype(float)
     rs, n_risk, _, _ = _risk_sets(cp)
     zbar = rs.risk_sums(z) / n_risk

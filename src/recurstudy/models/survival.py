@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recurstudy.io import factorize
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -54,7 +55,7 @@ def _fit_cox(
 ) -> ModelResult:
     # Participant ids are text: hashed once here (codes in first-seen order; the robust variance
     # does not depend on the order of the clusters), not once per count and again in the engine.
-    ids, uniq = pd.factorize(df[ID])
+    ids, uniq = factorize(df[ID])
     n_events = int(df["event"].sum())
     counts = {"n_participants": int(len(uniq)), "n_events": n_events}
     msg = _arm_check(spec, df)
