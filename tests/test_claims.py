@@ -372,9 +372,9 @@ def test_degenerate_fit_interval_does_not_overflow():
     """A tiny cohort (issue 12): a model with SE in the hundreds on the log scale gives an
     interval reaching -inf as a reduction, and a verdict, not an OverflowError in the claims
     stage."""
-    from recurstudy.claims import _Z95, interval, to_reduction, verdict
+    from recurstudy.claims import interval, to_reduction, verdict, z_quantile
 
-    lo, hi = interval(5.0, 500.0, _Z95, "log_ratio")
+    lo, hi = interval(5.0, 500.0, z_quantile(0.975), "log_ratio")
     assert lo == -math.inf and 0.99 < hi <= 1.0
     assert to_reduction(800.0, "log_ratio") == -math.inf
     assert verdict(5.0, 500.0, 0.5, 0.1, "log_ratio")[0] == "consistent but imprecise"

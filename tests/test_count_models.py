@@ -382,3 +382,24 @@ def test_negbin_se_option_swaps_model_based_and_robust():
     assert not model.table["robust"].any() and robust.table["robust"].all()
     assert list(robust.table["std_error"]) == list(model.extras["robust"]["std_error"])
     assert list(model.table["std_error"]) == list(robust.extras["naive"]["std_error"])
+
+
+def test_collapsed_rows_are_numpys_distinct_rows():
+    """The lexsort collapse gives np.unique(axis=0)'s rows, order and counts (-0.0 and 0.0 as
+    one value); the fits on collapsed rows are checked against R above."""
+    from recurstudy.models.counts import _Prepared
+
+    rng = np.random.default_rng(7)
+    n = 5000
+    X = np.column_stack(
+        [np.ones(n), rng.integers(0, 2, n), rng.choice([-0.0, 0.0, 1.5, -2.25], n)]
+    ).astype(float)
+    y = rng.poisson(2.0, n).astype(float)
+    offset = np.log(rng.choice([30.0, 60.0, 90.0], n))
+    prep = _Prepared(None, X, ["a", "b", "c"], y, offset, n, 0, 0)
+    cX, cy, coff, freq = prep.collapsed
+    uniq, counts = np.unique(np.column_stack([y, offset, X]), axis=0, return_counts=True)
+    assert len(cy) < n / 10
+    np.testing.assert_array_equal(np.column_stack([cy, coff, cX]), uniq)
+    np.testing.assert_array_equal(freq, counts)
+    assert freq.sum() == n

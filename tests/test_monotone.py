@@ -91,8 +91,14 @@ def test_engine_flags_exactly_what_r_flags(key: str):
     else:
         assert fit.infinite is not None
         assert sorted(int(j) + 1 for j in np.flatnonzero(fit.infinite)) == r["flagged"]
-        # the coefficient reached, diverged or not, is R's (same iteration path)
-        np.testing.assert_allclose(fit.coef, r["coef"], rtol=1e-8)
+        # the coefficient reached, diverged or not, is R's (same iteration path). A diverging
+        # coefficient (about -21 after R's iterations) carries the rounding of every step: it
+        # differed from R's by 7e-8 relative on one CPU and less on another; one iteration more
+        # or less would move it by about 1 (5e-2 relative), so 1e-6 still pins the path.
+        flagged = np.asarray(fit.infinite, dtype=bool)
+        coef, ref_coef = np.asarray(fit.coef), np.asarray(r["coef"], dtype=float)
+        np.testing.assert_allclose(coef[~flagged], ref_coef[~flagged], rtol=1e-8)
+        np.testing.assert_allclose(coef[flagged], ref_coef[flagged], rtol=1e-6)
     assert fit.monotone.any() == bool(r["warnings"])
 
 

@@ -48,16 +48,80 @@ def test_module_closure_follows_imports():
     assert "recurstudy.report" not in st.module_closure(["recurstudy.derive"])
 
 
+def _ast_imports(path):
+    """The package imports of a file by its syntax tree (the reference for the scanner)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "recurstudy")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "recurstudy":
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def test_import_scanner_finds_every_import_the_syntax_tree_has():
+    """The start-up's regular-expression scan misses no import of any package file."""
+    files = sorted(st.PACKAGE_DIR.rglob("*.py"))
+    assert len(files) > 30
+    for path in files:
+        assert _ast_imports(path) <= st._imports(path), path
+
+
+def test_import_scanner_reads_every_form(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import os, recurstudy.io as rio  # a comment\n"
+        "from recurstudy.models import (\n    base,  # why\n    counts as c,\n)\n"
+        "def f():\n    from recurstudy import report\n    import recurstudy.plan\n"
+        "from .relative import x\nfrom recurstudyx import y\n"
+    )
+    assert st._imports(source) == {
+        "recurstudy.io",
+        "recurstudy.models",
+        "recurstudy.models.base",
+        "recurstudy.models.counts",
+        "recurstudy",
+        "recurstudy.report",
+        "recurstudy.plan",
+    }
+    assert _ast_imports(source) == st._imports(source)
+
+
 def test_code_hash_changes_only_for_the_code_a_job_runs(tmp_path, monkeypatch):
     """Editing the Cox engine changes the Cox models' hash, not the count models'."""
     copy = tmp_path / "recurstudy"
     shutil.copytree(st.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(st, "PACKAGE_DIR", copy)
-    st._imports.cache_clear()
+    st.clear_caches()
     before = {k: st.source_hash(f"recurstudy.models.{k}") for k in ("survival", "counts")}
     engine = copy / "models" / "coxph_engine.py"
     engine.write_text(engine.read_text() + "\n# a new version\n")
+    st.clear_caches()  # hashes are computed once per process
     after = {k: st.source_hash(f"recurstudy.models.{k}") for k in ("survival", "counts")}
-    st._imports.cache_clear()
+    st.clear_caches()
     assert after["survival"] != before["survival"]
     assert after["counts"] == before["counts"]
+
+
+def test_workflow_parse_imports_no_scipy_stats():
+    """Snakemake imports every model module at start-up: scipy.stats (about a second) must wait
+    until a fit needs it (recurstudy.lazy)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, recurstudy.models, recurstudy.power, recurstudy.claims;"
+        "recurstudy.models._load_all();"
+        "loaded = sorted(m for m in ('scipy.stats', 'statsmodels', 'lifelines')"
+        " if m in sys.modules and type(sys.modules[m]).__name__ == 'module');"
+        "print(loaded)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from recurstudy.models.base import stats
+
+    assert stats.norm.ppf(0.975) == pytest.approx(1.959963984540054, rel=1e-15)

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from recurstudy.lazy import lazy_import
 from recurstudy.models import ModelSpec, fit_spec, get_model
+
+stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 BOOTSTRAP_COLUMNS = [

@@ -47,14 +47,17 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.contract import ARM, arm_labels, intervention_term
+from recurstudy.lazy import lazy_import
+
+stats = lazy_import("scipy.stats")
 
 VERDICTS = (
     "supported",
@@ -99,8 +102,14 @@ CLAIM_COLUMNS = [
     "intercurrent_strategy",
 ]
 
-_Z95 = float(stats.norm.ppf(0.975))
-_Z90 = float(stats.norm.ppf(0.95))
+
+@cache
+def z_quantile(p: float) -> float:
+    """The standard normal quantile at `p` (scipy's, computed on first use: importing
+    scipy.stats at module level cost every Snakemake start-up about a second)."""
+    return float(stats.norm.ppf(p))
+
+
 _MAX_LOG = math.log(sys.float_info.max)  # exp() of more overflows
 
 
@@ -159,8 +168,8 @@ def verdict(
     for secondary claims)."""
     if any(v is None or not math.isfinite(v) for v in (x, se)) or not se > 0:
         return "not estimable", "no estimate or standard error"
-    lo, hi = interval(x, se, _Z95, scale)
-    lo90, hi90 = interval(x, se, _Z90, scale)
+    lo, hi = interval(x, se, z_quantile(0.975), scale)
+    lo90, hi90 = interval(x, se, z_quantile(0.95), scale)
     p = tost_p(x, se, claimed, margin, scale) if p_tost is None else p_tost
     within = f"within the claim ±{margin:g} ({_pct(claimed - margin)} to {_pct(claimed + margin)})"
     if p < ALPHA:
@@ -311,8 +320,8 @@ def evaluate_claim(
     if values:
         x, se, scale = values.pop("x"), values.pop("se"), values.pop("scale")
         out["estimate"] = to_reduction(x, scale)
-        out["conf_low"], out["conf_high"] = interval(x, se, _Z95, scale)
-        out["conf_low_90"], out["conf_high_90"] = interval(x, se, _Z90, scale)
+        out["conf_low"], out["conf_high"] = interval(x, se, z_quantile(0.975), scale)
+        out["conf_low_90"], out["conf_high_90"] = interval(x, se, z_quantile(0.95), scale)
         out["claimed_in_ci"] = bool(out["conf_low"] <= claimed <= out["conf_high"])
         out["p_value_tost"] = tost_p(x, se, claimed, margin, scale)
         out.update(values)
@@ -474,7 +483,7 @@ def sensitivity_agreement(
                 row["verdict"] = "not estimable"
                 rows.append(row)
                 continue
-            lo, hi = interval(x, se, _Z95, "log_ratio")
+            lo, hi = interval(x, se, z_quantile(0.975), "log_ratio")
             est = to_reduction(x, "log_ratio")
             same = math.isfinite(c.estimate) and (est > 0) == (c.estimate > 0)
             inside = lo <= c.claimed <= hi

@@ -39,12 +39,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.contract import ARM, arm_labels
 from recurstudy.derive import derive_all
+from recurstudy.lazy import lazy_import
 from recurstudy.models import fit_spec, get_model, model_specs
 from recurstudy.simulate import SimulationParams, simulate_cohort
+
+stats = lazy_import("scipy.stats")
 
 POWER_METRICS = ("rate_reduction", "hazard_reduction")
 

@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.contract import ARM, arm_labels
+from recurstudy.lazy import lazy_import
+
+stats = lazy_import("scipy.stats")
 
 DAYS_PER_YEAR = 365.25
 DAYS_PER_MONTH = DAYS_PER_YEAR / 12

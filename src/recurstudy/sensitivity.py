@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.claims import e_value
 from recurstudy.contract import ARM, arm_labels, intervention_term
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import design
+
+stats = lazy_import("scipy.stats")
 
 __all__ = [
     "adjusted_pairs",

@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from recurstudy.lazy import lazy_import
 from recurstudy.models import ModelSpec, fit_spec
+
+stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 EFFECT_COLUMNS = [

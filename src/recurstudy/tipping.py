@@ -47,10 +47,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from recurstudy.claims import _Z95, claim_model, interval, ordered_claims, to_reduction, verdict
+from recurstudy.claims import (
+    claim_model,
+    interval,
+    ordered_claims,
+    to_reduction,
+    verdict,
+    z_quantile,
+)
+from recurstudy.lazy import lazy_import
 from recurstudy.models import ModelSpec, fit_spec, get_model
+
+stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 DEFAULT_INFORMATIVE = ("withdrawn",)
@@ -429,7 +438,7 @@ def tipping_point(
                 claim_rows.append(row)
                 continue
             pooled = rubin(q, u, df_com)
-            lo, hi = interval(pooled.estimate, pooled.std_error, _Z95, "log_ratio")
+            lo, hi = interval(pooled.estimate, pooled.std_error, z_quantile(0.975), "log_ratio")
             v, why = verdict(pooled.estimate, pooled.std_error, claimed, margin, "log_ratio")
             row.update(
                 estimate=to_reduction(pooled.estimate, "log_ratio"),

@@ -15,9 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.contract import DEFAULT_ARMS, INTERVENTION_TERM
+from recurstudy.lazy import lazy_import
+
+stats = lazy_import("scipy.stats")
 
 TIDY_COLUMNS = [
     "model",

@@ -35,8 +35,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
 
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -50,6 +50,9 @@ from recurstudy.models.base import (
     tidy,
 )
 from recurstudy.models.variance import sandwich
+
+special = lazy_import("scipy.special")
+stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 Y = "n_episodes"
@@ -90,7 +93,16 @@ class _Prepared:
         """
         if getattr(self, "_collapsed", None) is None:
             rows = np.column_stack([self.y, self.offset, self.X])
-            uniq, freq = np.unique(rows, axis=0, return_counts=True)
+            # The distinct rows in lexicographic order, as np.unique(rows, axis=0) gives them,
+            # by a lexsort of the columns: np.unique compares whole rows as opaque records and
+            # took 2.0 s on 630k participants where this takes 0.25 s.
+            order = np.lexsort(rows.T[::-1])
+            rows = rows[order]
+            first = np.ones(len(rows), dtype=bool)
+            np.any(rows[1:] != rows[:-1], axis=1, out=first[1:])
+            starts = np.flatnonzero(first)
+            uniq = rows[starts]
+            freq = np.diff(np.append(starts, len(rows)))
             if len(uniq) * 2 > len(rows):  # little to gain: keep the rows, weight 1
                 self._collapsed = (self.X, self.y, self.offset, np.ones(self.n))
             else:

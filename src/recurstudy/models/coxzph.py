@@ -32,9 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from recurstudy.lazy import lazy_import
 from recurstudy.models.risksets import PartialLikelihood, RiskSets, strata_codes
+
+stats = lazy_import("scipy.stats")
 
 __all__ = ["cox_zph", "zph_time_transform"]
 

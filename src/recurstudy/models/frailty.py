@@ -58,8 +58,8 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -74,6 +74,8 @@ from recurstudy.models.base import (
 from recurstudy.models.coxph_engine import _cholesky2, _chsolve2
 from recurstudy.models.monotone import no_event_levels, raise_if_monotone
 from recurstudy.models.risksets import PartialLikelihood, RiskSets
+
+stats = lazy_import("scipy.stats")
 
 __all__ = ["FrailtyFit", "frailty_cox_fit"]
 

@@ -64,9 +64,9 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.contract import ID
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -82,6 +82,8 @@ from recurstudy.models.base import (
 from recurstudy.models.monotone import TOLER_INF, no_event_levels, raise_if_monotone
 from recurstudy.models.risksets import RiskSets, strata_codes
 from recurstudy.models.variance import cluster_sums
+
+stats = lazy_import("scipy.stats")
 
 __all__ = [
     "GhoshLin",

@@ -47,8 +47,8 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
 
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -62,6 +62,9 @@ from recurstudy.models.base import (
     tidy,
 )
 from recurstudy.models.risksets import RiskSets, strata_codes
+
+optimize = lazy_import("scipy.optimize")
+special = lazy_import("scipy.special")
 
 __all__ = [
     "JointFrailtyFit",

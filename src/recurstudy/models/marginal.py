@@ -73,9 +73,9 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.io import factorize
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -88,6 +88,8 @@ from recurstudy.models.base import (
     tidy,
 )
 from recurstudy.models.risksets import RiskSets
+
+stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 

@@ -68,8 +68,8 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -82,6 +82,9 @@ from recurstudy.models.base import (
     register,
     tidy,
 )
+
+optimize = lazy_import("scipy.optimize")
+stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 

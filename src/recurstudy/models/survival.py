@@ -14,9 +14,9 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.io import factorize
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -32,6 +32,8 @@ from recurstudy.models.base import (
 from recurstudy.models.coxph_engine import coxph_fit
 from recurstudy.models.monotone import raise_if_monotone
 from recurstudy.models.risksets import RiskSets
+
+stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recurstudy.config import covariate_label, level_order, study_text
 from recurstudy.contract import ARM, ID, arm_labels, intervention_term
+from recurstudy.lazy import lazy_import
 from recurstudy.models.base import ExtraTable, ModelDescription, ModelSpec
 from recurstudy.report.disclosure import (
     SUPPRESSED,
@@ -35,6 +35,8 @@ from recurstudy.report.disclosure import (
     suppress_counts,
 )
 from recurstudy.report.formatting import finite, fmt_ci, fmt_num, fmt_p, fmt_pct
+
+stats = lazy_import("scipy.stats")
 
 DAYS_PER_MONTH = 365.25 / 12
 SECTIONS = ("diagnostics", "appendix", "hidden")  # where an ExtraTable can go
