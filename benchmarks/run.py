@@ -33,6 +33,7 @@ Usage: .venv/bin/python benchmarks/run.py [--sizes 10000 100000 1000000] [--json
 from __future__ import annotations
 
 import argparse
+import compileall
 import csv
 import json
 import math
@@ -421,6 +422,10 @@ def main(argv: list[str] | None = None) -> None:
         help="also time R's cgd replicated to this many intervals (the issue's measurement)",
     )
     args = parser.parse_args(argv)
+    # The package's bytecode, as an installed (non-editable) package has it: with
+    # PYTHONDONTWRITEBYTECODE set (as on some CI machines) an editable checkout would otherwise
+    # compile every module of recurstudy in every job, which no user's install does.
+    compileall.compile_dir(ROOT / "src" / "recurstudy", quiet=1)
     results = [bench_size(n, args.workdir, args.cores, not args.no_r) for n in args.sizes]
     summary = summarise(results)
     print_table(summary)
@@ -439,6 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
+        "pythondontwritebytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
     }
     doc = {"machine": machine, "summary": summary, "sizes": results, "cgd_replicated": cgd}
     args.json.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

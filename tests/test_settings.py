@@ -4,6 +4,7 @@ make Snakemake re-run the jobs whose code changed (and only those)."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from recurstudy import settings as st
@@ -122,6 +123,28 @@ def test_workflow_parse_imports_no_scipy_stats():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    from recurstudy.models.base import stats
+    from recurstudy.models.counts import stats
 
     assert stats.norm.ppf(0.975) == pytest.approx(1.959963984540054, rel=1e-15)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3.5, 10, 250])
+def test_tails_without_scipy_stats_equal_scipy_stats(df):
+    """The models' normal, chi-square and t tails are scipy.stats' values, bit for bit."""
+    from scipy import stats
+
+    from recurstudy.models import base
+
+    x = np.array([-np.inf, -5, -1e-300, -0.0, 0.0, 1e-300, 0.5, 1.96, 3, 40, 1e10, np.inf, np.nan])
+    q = np.array([0.5, 0.9, 0.95, 0.975, 0.995, 1 - 1e-12])
+    pairs = [
+        (base.norm_sf(x), stats.norm.sf(x)),
+        (base.norm_ppf(q), stats.norm.ppf(q)),
+        (base.chi2_sf(x, df), stats.chi2.sf(x, df)),
+        (base.t_sf(x, df), stats.t.sf(x, df)),
+        (base.t_ppf(q, df), stats.t.ppf(q, df)),
+    ]
+    for ours, theirs in pairs:
+        np.testing.assert_array_equal(ours, theirs)
+    for bad in (0, -1, np.nan):
+        assert np.isnan(base.chi2_sf(1.0, bad)) and np.isnan(stats.chi2.sf(1.0, bad))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +331,18 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
+def write_datasets(frames: Mapping[str, pd.DataFrame], paths: Mapping[str, str | Path]) -> None:
+    """Write each derived dataset to its path (:func:`write_parquet`), the files side by side:
+    Arrow encodes and compresses outside the GIL, and at 630k participants the three files took
+    1.7 s one after another and 1.1 s together on 2 cores (benchmarks/run.py, the cgd case)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(frames) or 1) as pool:
+        futures = [pool.submit(write_parquet, df, paths[name]) for name, df in frames.items()]
+        for future in futures:
+            future.result()  # a failed write raises here
+
+
 def read_clean(clean_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Read the validated tables written by the validation stage."""
     clean_dir = Path(clean_dir)
@@ -352,6 +365,6 @@ def main_derive(config_path: str, clean_dir: str, outdir: str) -> int:
             f"recurstudy: no validated tables in {clean_dir}; run validation first", file=sys.stderr
         )
         return 1
-    for name, df in derive_all(tables["participants"], tables["episodes"], config).items():
-        write_parquet(df, Path(outdir) / f"{name}.parquet")
+    frames = derive_all(tables["participants"], tables["episodes"], config)
+    write_datasets(frames, {name: Path(outdir) / f"{name}.parquet" for name in frames})
     return 0

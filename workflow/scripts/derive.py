@@ -2,7 +2,7 @@
 
 import logging
 
-from recurstudy.derive import derive_all, write_parquet
+from recurstudy.derive import derive_all, write_datasets
 from recurstudy.io import read_parquet
 from recurstudy.settings import load_settings
 
@@ -11,6 +11,7 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(mes
 participants = read_parquet(snakemake.input.participants)
 episodes = read_parquet(snakemake.input.episodes)
 settings = load_settings(snakemake.params.settings, "derive")
-for name, df in derive_all(participants, episodes, settings).items():
-    write_parquet(df, snakemake.output[name])
+frames = derive_all(participants, episodes, settings)
+write_datasets(frames, {name: snakemake.output[name] for name in frames})
+for name, df in frames.items():
     logging.info("%s: %d rows, %d columns", name, len(df), df.shape[1])

@@ -128,7 +128,7 @@ class _Prepared:
 
     def sample_table(self, spec: ModelSpec) -> pd.DataFrame:
         rows = []
-        arms = self.df["arm"].astype(str)
+        arms = self.df["arm"]  # categorical: comparing codes, no string per participant
         for label in [spec.arms["control"], spec.arms["intervention"], "all"]:
             m = np.ones(self.n, bool) if label == "all" else (arms == label).to_numpy()
             rows.append(
@@ -159,7 +159,8 @@ def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared:
     exposure = pd.to_numeric(df[EXPOSURE], errors="coerce")
     keep = exposure.notna() & (exposure > 0)
     n_zero = int((~keep).sum())
-    df = df.loc[keep]
+    if n_zero:
+        df = df.loc[keep]
     if len(df) == 0:
         raise NotEstimable(
             f"no participant has positive exposure ({n_zero} with zero exposure dropped)"
@@ -173,7 +174,8 @@ def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared:
     except Exception as exc:  # formula or column problems are results, not crashes
         raise NotEstimable(f"cannot build the design matrix: {exc}") from exc
     n_missing = len(df) - len(X)
-    df = df.loc[X.index]
+    if n_missing:
+        df = df.loc[X.index]
     y = pd.to_numeric(df[Y], errors="coerce").to_numpy(dtype=float)
     ok = np.isfinite(y)
     if not ok.all():
@@ -189,13 +191,13 @@ def _prepare(spec: ModelSpec, counts: pd.DataFrame | None) -> _Prepared:
     if np.any(y < 0) or np.any(y != np.round(y)):
         raise NotEstimable("n_episodes must be non-negative integers" + suffix, **counts_kw)
     term = spec.intervention_term
-    arms_present = df["arm"].astype(str).unique()
+    arms_present = df["arm"].dropna().unique()
     if len(arms_present) < 2 or term not in names:
         raise NotEstimable("only one arm among the analysed participants" + suffix, **counts_kw)
     if prep.n_events == 0:
         raise NotEstimable("no episodes in either arm" + suffix, **counts_kw)
     for label in (spec.arms["control"], spec.arms["intervention"]):
-        if y[(df["arm"].astype(str) == label).to_numpy()].sum() == 0:
+        if y[(df["arm"] == label).to_numpy()].sum() == 0:
             raise NotEstimable(
                 f"no episodes in the {label} arm: the rate ratio is not estimable"
                 " (separation)" + suffix,

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from recurstudy.lazy import lazy_import
+from recurstudy.models.base import chi2_sf
 from recurstudy.models.risksets import PartialLikelihood, RiskSets, strata_codes
 
 stats = lazy_import("scipy.stats")
@@ -211,5 +212,5 @@ def cox_zph(
         u = np.concatenate([np.zeros(q), u2])
         rows.append(("GLOBAL", float(u @ np.linalg.solve(imat, u)), q))
     out = pd.DataFrame(rows, columns=["term", "statistic", "df"])
-    out["p_value"] = stats.chi2.sf(out["statistic"], out["df"])
+    out["p_value"] = chi2_sf(out["statistic"], out["df"])
     return out

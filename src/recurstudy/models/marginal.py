@@ -75,7 +75,6 @@ import numpy as np
 import pandas as pd
 
 from recurstudy.io import factorize
-from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -83,13 +82,14 @@ from recurstudy.models.base import (
     ModelResult,
     ModelSpec,
     NotEstimable,
+    chi2_sf,
+    norm_ppf,
+    norm_sf,
     option,
     register,
     tidy,
 )
 from recurstudy.models.risksets import RiskSets
-
-stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 
@@ -227,7 +227,7 @@ def pseudo_score_test(cp: pd.DataFrame, tau: float, intervention: str) -> pd.Dat
             "variance": [variance],
             "statistic": [statistic],
             "df": [1],
-            "p_value": [float(stats.chi2.sf(statistic, 1))],
+            "p_value": [float(chi2_sf(statistic, 1))],
             "variance_naive": [float(d @ (zbar * (1.0 - zbar)))],
         }
     )
@@ -239,7 +239,7 @@ def compare_means(
     """Ratio (log scale, delta method) and difference of two independent arms' means by tau,
     with robust standard errors, `conf_level` Wald intervals and two-sided p-values (see the
     module docstring). The log ratio is NaN (not estimable) when either mean is 0."""
-    z = stats.norm.ppf(0.5 + conf_level / 2.0)
+    z = norm_ppf(0.5 + conf_level / 2.0)
     diff = intervention.mean - control.mean
     se_diff = float(np.sqrt(intervention.variance + control.variance))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -264,7 +264,7 @@ def compare_means(
         "diff_low": float(diff - z * se_diff),
         "diff_high": float(diff + z * se_diff),
         "diff_statistic": float(z_diff),
-        "diff_p_value": float(2.0 * stats.norm.sf(abs(z_diff))),
+        "diff_p_value": float(2.0 * norm_sf(abs(z_diff))),
     }
 
 
@@ -368,7 +368,7 @@ class MarginalMean(Model):
             )
         by_arm = {a: mean_at(cp[in_arm[a]], tau) for a in (control, interv)}
         cmp = compare_means(by_arm[control], by_arm[interv], spec.conf_level)
-        z = stats.norm.ppf(0.5 + spec.conf_level / 2.0)
+        z = norm_ppf(0.5 + spec.conf_level / 2.0)
         means = pd.DataFrame(
             {
                 "arm": [control, interv],

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from recurstudy.io import factorize
-from recurstudy.lazy import lazy_import
 from recurstudy.models.base import (
     ExtraTable,
     Model,
@@ -24,7 +23,9 @@ from recurstudy.models.base import (
     ModelResult,
     ModelSpec,
     NotEstimable,
+    chi2_sf,
     design,
+    norm_ppf,
     option,
     register,
     tidy,
@@ -32,8 +33,6 @@ from recurstudy.models.base import (
 from recurstudy.models.coxph_engine import coxph_fit
 from recurstudy.models.monotone import raise_if_monotone
 from recurstudy.models.risksets import RiskSets
-
-stats = lazy_import("scipy.stats")
 
 ID = "participant_id"
 
@@ -120,7 +119,7 @@ def _fit_cox(
                 ],
                 "df": len(names),
             }
-        ).assign(p_value=lambda d: stats.chi2.sf(d["statistic"], d["df"])),
+        ).assign(p_value=lambda d: chi2_sf(d["statistic"], d["df"])),
         "fit": pd.DataFrame(
             {
                 "quantity": ["loglik_null", "loglik", "iterations", "n_rows", "ties"],
@@ -415,7 +414,7 @@ def _km_table(
     with np.errstate(divide="ignore", invalid="ignore"):
         greenwood = np.cumsum(np.where(n_risk > d, d / (n_risk * (n_risk - d)), np.inf * (d > 0)))
     se_log = np.sqrt(greenwood)
-    z = stats.norm.ppf(0.5 + conf_level / 2.0)
+    z = norm_ppf(0.5 + conf_level / 2.0)
     table = pd.DataFrame(
         {
             "time": t,
@@ -472,7 +471,7 @@ def logrank_delayed_entry(
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.where(n > 1, d * (n1 / n) * (1 - n1 / n) * (n - d) / np.maximum(n - 1, 1), 0.0)
         stat = float(np.sum(d1 - d * n1 / n) ** 2 / np.sum(var)) if t.size else float("nan")
-    return stat, float(stats.chi2.sf(stat, 1))
+    return stat, float(chi2_sf(stat, 1))
 
 
 MCF_COLUMNS = (
@@ -529,7 +528,7 @@ def mean_cumulative_function(
     mcf = np.cumsum(haz)
     var = _mcf_clustered_variance(cp[ID].to_numpy(), rs, at_risk, haz, chunk_size)
     se = np.sqrt(var)
-    z = stats.norm.ppf(0.5 + conf_level / 2.0)
+    z = norm_ppf(0.5 + conf_level / 2.0)
     return pd.DataFrame(
         {
             "time": times,
